@@ -1,0 +1,1 @@
+"""wreg client library."""

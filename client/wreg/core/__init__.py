@@ -1,0 +1,1 @@
+"""wreg core format: no network, no server."""

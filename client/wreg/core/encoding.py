@@ -1,0 +1,311 @@
+"""Stored chunk encoding: a 16-byte header, then the payload.
+
+Header (little endian)::
+
+    magic "WRGC" | version u8 | codec u8 | transform u8 | reserved u8 | raw length u64
+
+Codecs: ``none`` (payload is the raw bytes) and ``zstd``. With a float transform the
+payload is split into byte planes, and each plane is stored zstd-compressed or raw,
+whichever is smaller — trained weights' mantissa planes are noise and do not compress,
+so only the exponent plane pays for a decoder. Plane table after the header::
+
+    per plane: kind u8 (0 raw, 1 zstd) | stored length u32   then the planes' bytes
+
+Transforms: ``bytegroup2`` / ``bytegroup4`` split 2- or 4-byte little-endian values into
+byte planes (plane i holds byte i of every value). The ``…exp`` variants (bf16, fp32)
+re-cut the two high planes so the 8-bit exponent fills one plane exactly and the sign
+joins the top mantissa bits in the other — the same entropy as ZipNN's rotate-left-by-one
+trick, but undone with byte operations on two planes instead of a shift over the whole
+chunk. Bytes past the last whole value travel raw after the planes.
+
+Decoding rejects an unknown header, lengths that do not add up, and (given the
+expected digest) content that does not match.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from enum import IntEnum
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import zstandard
+
+from wreg.core.digest import digest_bytes
+from wreg.core.errors import IntegrityError, InvalidInput
+from wreg.core.sizes import MAX_CHUNK_RAW
+
+MAGIC: Final = b"WRGC"
+VERSION: Final = 1
+MEDIA_TYPE: Final = "application/vnd.wreg.chunk.v1"
+_HEADER = struct.Struct("<4sBBBBQ")
+_PLANE = struct.Struct("<BI")
+HEADER_SIZE: Final = _HEADER.size
+# Keep compression only when it saves at least this fraction of a plane / chunk.
+_MIN_SAVING: Final = 0.03
+
+
+class Codec(IntEnum):
+    NONE = 0
+    ZSTD = 1
+
+
+class Transform(IntEnum):
+    NONE = 0
+    BYTEGROUP2 = 1
+    BYTEGROUP4 = 2
+    BYTEGROUP2_EXP = 3
+    BYTEGROUP4_EXP = 4
+
+
+_WIDTH: Final = {
+    Transform.BYTEGROUP2: 2,
+    Transform.BYTEGROUP4: 4,
+    Transform.BYTEGROUP2_EXP: 2,
+    Transform.BYTEGROUP4_EXP: 4,
+}
+_EXPONENT_SPLIT: Final = {Transform.BYTEGROUP2_EXP, Transform.BYTEGROUP4_EXP}
+# safetensors dtype → transform. fp16's exponent is 5 bits, so the split gains nothing.
+_DTYPE_TRANSFORM: Final = {
+    "BF16": Transform.BYTEGROUP2_EXP,
+    "F16": Transform.BYTEGROUP2,
+    "F32": Transform.BYTEGROUP4_EXP,
+}
+
+# Exponent planes are near-i.i.d. symbols: skipping match finding turns zstd into a fast
+# Huffman coder (measured 3.0x on the real model's bf16 exponent plane vs 2.75x at level 1).
+_PLANE_PARAMS: Final = zstandard.ZstdCompressionParameters(
+    window_log=17,
+    hash_log=6,
+    chain_log=6,
+    search_log=1,
+    min_match=7,
+    target_length=0,
+    strategy=zstandard.STRATEGY_FAST,
+)
+_local = threading.local()
+
+
+def _plane_compressor() -> zstandard.ZstdCompressor:
+    c: zstandard.ZstdCompressor | None = getattr(_local, "plane", None)
+    if c is None:
+        c = _local.plane = zstandard.ZstdCompressor(compression_params=_PLANE_PARAMS)
+    return c
+
+
+def _generic_compressor() -> zstandard.ZstdCompressor:
+    c: zstandard.ZstdCompressor | None = getattr(_local, "generic", None)
+    if c is None:
+        c = _local.generic = zstandard.ZstdCompressor(level=3)
+    return c
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d: zstandard.ZstdDecompressor | None = getattr(_local, "d", None)
+    if d is None:
+        d = _local.d = zstandard.ZstdDecompressor()
+    return d
+
+
+def transform_for(dtype: str | None) -> Transform:
+    return _DTYPE_TRANSFORM.get(dtype or "", Transform.NONE)
+
+
+def encode_chunk(raw: bytes | bytearray | memoryview, dtype: str | None = None) -> bytes:
+    """Encode ``raw`` for storage, picking a float transform from the safetensors dtype."""
+    raw = memoryview(raw).cast("B")
+    n = len(raw)
+    transform = transform_for(dtype)
+    if transform is not Transform.NONE and n >= 2 * _WIDTH[transform]:
+        return _encode_planes(raw, transform)
+    packed = _generic_compressor().compress(raw) if n >= 64 else b""
+    if packed and len(packed) <= n * (1 - _MIN_SAVING):
+        return _HEADER.pack(MAGIC, VERSION, Codec.ZSTD, Transform.NONE, 0, n) + packed
+    return _HEADER.pack(MAGIC, VERSION, Codec.NONE, Transform.NONE, 0, n) + bytes(raw)
+
+
+def _encode_planes(raw: memoryview, transform: Transform) -> bytes:
+    width = _WIDTH[transform]
+    count = len(raw) // width
+    body = count * width
+    columns = np.frombuffer(raw[:body], dtype=np.uint8).reshape(count, width)
+    planes: list[npt.NDArray[Any]] = [np.ascontiguousarray(columns[:, i]) for i in range(width)]
+    if transform in _EXPONENT_SPLIT:
+        high, low = planes[-1], planes[-2]
+        planes[-1] = (high << 1) | (low >> 7)  # exponent
+        planes[-2] = (high & 0x80) | (low & 0x7F)  # sign + top mantissa bits
+    table, parts = [], []
+    compressor = _plane_compressor()
+    for plane in planes:
+        packed = compressor.compress(plane.data)
+        if len(packed) <= count * (1 - _MIN_SAVING):
+            table.append(_PLANE.pack(Codec.ZSTD, len(packed)))
+            parts.append(packed)
+        else:
+            table.append(_PLANE.pack(Codec.NONE, count))
+            parts.append(plane.tobytes())
+    header = _HEADER.pack(MAGIC, VERSION, Codec.ZSTD, transform, 0, len(raw))
+    return b"".join([header, *table, *parts, raw[body:]])
+
+
+def _bad(message: str) -> InvalidInput:
+    return InvalidInput(f"invalid chunk encoding: {message}", code="CHUNK_INVALID")
+
+
+def parse_header(blob: bytes | bytearray | memoryview) -> tuple[Codec, Transform, int]:
+    """(codec, transform, raw length) of an encoded chunk; raises on anything unknown."""
+    if len(blob) < HEADER_SIZE:
+        raise _bad("shorter than its header")
+    magic, version, codec, transform, reserved, raw_len = _HEADER.unpack_from(blob)
+    if magic != MAGIC:
+        raise _bad("bad magic")
+    if version != VERSION:
+        raise _bad(f"unsupported version {version}")
+    if codec not in Codec._value2member_map_ or transform not in Transform._value2member_map_:
+        raise _bad(f"unknown codec {codec} or transform {transform}")
+    if reserved != 0:
+        raise _bad("reserved header byte is set")
+    if raw_len > MAX_CHUNK_RAW:
+        raise _bad(f"raw length {raw_len} exceeds the limit of {MAX_CHUNK_RAW}")
+    return Codec(codec), Transform(transform), raw_len
+
+
+def encoded_raw_length(blob: bytes | bytearray | memoryview) -> int:
+    return parse_header(blob)[2]
+
+
+def decode_chunk(
+    blob: bytes | bytearray | memoryview, expected_digest: str | None = None
+) -> bytearray:
+    """Decode a stored chunk; verify it against ``expected_digest`` when given."""
+    out = bytearray(encoded_raw_length(blob))
+    decode_chunk_into(blob, memoryview(out), expected_digest)
+    return out
+
+
+def decode_chunk_into(
+    blob: bytes | bytearray | memoryview,
+    out: memoryview,
+    expected_digest: str | None = None,
+) -> int:
+    """Decode into ``out`` (at least the raw length long), so callers can reuse buffers.
+
+    Returns the raw length. Verifies against ``expected_digest`` when given.
+    """
+    codec, transform, raw_len = parse_header(blob)
+    if len(out) < raw_len:
+        raise ValueError("output buffer too small")
+    target = out[:raw_len]
+    payload = memoryview(blob)[HEADER_SIZE:]
+    try:
+        if transform is not Transform.NONE:
+            _decode_planes(payload, transform, target)
+        elif codec is Codec.ZSTD:
+            _zstd_into(payload, target)
+        elif len(payload) != raw_len:
+            raise _bad(f"payload is {len(payload)} bytes, header says {raw_len}")
+        else:
+            target[:] = payload
+    except zstandard.ZstdError as exc:
+        raise _bad(f"corrupt zstd payload ({exc})") from None
+    if expected_digest is not None:
+        actual = digest_bytes(target)
+        if actual != expected_digest:
+            raise IntegrityError(
+                f"chunk content does not match its digest: expected {expected_digest}, "
+                f"got {actual}",
+                code="DIGEST_MISMATCH",
+                detail={"expected": expected_digest, "actual": actual},
+            )
+    return raw_len
+
+
+def _zstd_into(payload: memoryview, target: memoryview) -> None:
+    stream = _decompressor().decompressobj()
+    raw = stream.decompress(payload)
+    if not stream.eof or stream.unused_data:
+        raise _bad("zstd payload is truncated or has trailing bytes")
+    if len(raw) != len(target):
+        raise _bad(f"decoded {len(raw)} bytes, header says {len(target)}")
+    target[:] = raw
+
+
+def _scratch(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two reusable per-thread uint16 buffers (fresh memory is slow to touch on our VMs)."""
+    bufs: tuple[np.ndarray, np.ndarray] | None = getattr(_local, "scratch", None)
+    if bufs is None or len(bufs[0]) < count:
+        bufs = _local.scratch = (np.empty(count, np.uint16), np.empty(count, np.uint16))
+    return bufs[0][:count], bufs[1][:count]
+
+
+def _join_planes(low: np.ndarray, high: np.ndarray, out: np.ndarray) -> None:
+    """out (uint16) = low | high << 8, using whole-array uint16 operations."""
+    a, _ = _scratch(len(out))
+    np.copyto(out, high)
+    np.left_shift(out, 8, out=out)
+    np.copyto(a, low)
+    np.bitwise_or(out, a, out=out)
+
+
+def _join_exponent_planes(sign_mantissa: np.ndarray, exponent: np.ndarray, out: np.ndarray) -> None:
+    """Undo the exponent split: out (uint16) = sign << 15 | exponent << 7 | mantissa7."""
+    a, b = _scratch(len(out))
+    np.copyto(a, exponent)
+    np.left_shift(a, 7, out=out)
+    np.copyto(b, sign_mantissa)
+    np.right_shift(b, 7, out=a)
+    np.left_shift(a, 15, out=a)
+    np.bitwise_or(out, a, out=out)
+    np.bitwise_and(b, 0x7F, out=b)
+    np.bitwise_or(out, b, out=out)
+
+
+def _half_buffer(count: int) -> np.ndarray:
+    buf: np.ndarray | None = getattr(_local, "half", None)
+    if buf is None or len(buf) < count:
+        buf = _local.half = np.empty(count, np.uint16)
+    return buf[:count]
+
+
+def _decode_planes(payload: memoryview, transform: Transform, target: memoryview) -> None:
+    width = _WIDTH[transform]
+    raw_len = len(target)
+    count = raw_len // width
+    table_size = width * _PLANE.size
+    if len(payload) < table_size:
+        raise _bad("truncated plane table")
+    planes: list[np.ndarray] = []
+    pos = table_size
+    decompressor = _decompressor()
+    for i in range(width):
+        kind, stored = _PLANE.unpack_from(payload, i * _PLANE.size)
+        part = payload[pos : pos + stored]
+        if len(part) != stored:
+            raise _bad("truncated plane")
+        pos += stored
+        if kind == Codec.ZSTD:
+            plane: bytes | memoryview = decompressor.decompress(part, max_output_size=count)
+        elif kind == Codec.NONE:
+            plane = part
+        else:
+            raise _bad(f"unknown plane kind {kind}")
+        if len(plane) != count:
+            raise _bad("plane length does not match the raw length")
+        planes.append(np.frombuffer(plane, dtype=np.uint8))
+    tail = payload[pos:]
+    if len(tail) != raw_len - count * width:
+        raise _bad("trailing bytes do not match the raw length")
+    join_high = _join_exponent_planes if transform in _EXPONENT_SPLIT else _join_planes
+    words = np.frombuffer(target[: count * width], dtype=np.uint16)
+    if width == 2:
+        join_high(planes[0], planes[1], words)
+    else:
+        halves = words.reshape(count, 2)
+        half = _half_buffer(count)
+        _join_planes(planes[0], planes[1], half)
+        halves[:, 0] = half
+        join_high(planes[2], planes[3], half)
+        halves[:, 1] = half
+    target[count * width :] = tail

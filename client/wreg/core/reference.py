@@ -1,0 +1,75 @@
+"""References: ``NAME``, ``NAME@TAG`` or ``NAME@blake3:<hex>``.
+
+Names are ``[namespace/]name`` with lowercase ``[a-z0-9._-]`` segments; a bare name
+means the tag ``latest``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from wreg.core.digest import is_digest
+from wreg.core.errors import InvalidInput
+
+DEFAULT_TAG: Final = "latest"
+MAX_NAME_LENGTH: Final = 255
+MAX_TAG_LENGTH: Final = 128
+_SEGMENT: Final = r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?"
+_NAME_RE: Final = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})?")
+_TAG_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+def validate_name(name: str) -> str:
+    if len(name) > MAX_NAME_LENGTH or not _NAME_RE.fullmatch(name) or ".." in name:
+        raise InvalidInput(
+            f"invalid repository name {name!r}: expected [namespace/]name with lowercase "
+            "segments of a-z, 0-9, '.', '_', '-'",
+            code="NAME_INVALID",
+        )
+    return name
+
+
+def validate_tag(tag: str) -> str:
+    if not _TAG_RE.fullmatch(tag) or tag.startswith("blake3"):
+        raise InvalidInput(
+            f"invalid tag {tag!r}: expected 1-128 characters of A-Z, a-z, 0-9, '.', '_', '-'"
+            " not starting with '.', '-' or 'blake3'",
+            code="TAG_INVALID",
+        )
+    return tag
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A parsed reference: exactly one of ``tag`` and ``digest`` is set."""
+
+    name: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Reference:
+        name, sep, rest = text.partition("@")
+        if sep and not rest:
+            raise InvalidInput(f"invalid reference {text!r}: empty tag", code="REFERENCE_INVALID")
+        validate_name(name)
+        if not sep:
+            return cls(name, tag=DEFAULT_TAG)
+        if rest.startswith("blake3:"):
+            if not is_digest(rest):
+                raise InvalidInput(
+                    f"invalid reference {text!r}: digest must be blake3:<64 lowercase hex>",
+                    code="DIGEST_INVALID",
+                )
+            return cls(name, digest=rest)
+        return cls(name, tag=validate_tag(rest))
+
+    @property
+    def version(self) -> str:
+        """The tag or digest, as used in ``/manifests/{reference}`` URLs."""
+        return self.digest if self.digest is not None else (self.tag or DEFAULT_TAG)
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
