@@ -1,0 +1,106 @@
+"""Error mapping and retries against a real aiohttp server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiohttp import web
+
+from wreg._http import Registry
+from wreg.core.errors import IntegrityError, NotFound, RegistryError, TransportError
+from wreg.core.reference import Reference
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    body = json.dumps({"errors": [{"code": code, "message": message, "detail": None}]})
+    return web.Response(
+        status=status, text=body, content_type="application/json", headers={"X-Request-Id": "r1"}
+    )
+
+
+async def _with_server(
+    routes: list[web.RouteDef], body: Callable[[Registry], Awaitable[None]]
+) -> None:
+    app = web.Application()
+    app.add_routes(routes)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with Registry(f"http://127.0.0.1:{port}", None, 4, 10) as registry:
+            await body(registry)
+    finally:
+        await runner.cleanup()
+
+
+def test_transient_errors_are_retried_then_succeed() -> None:
+    calls = {"n": 0}
+
+    async def flaky(request: web.Request) -> web.Response:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            return _error(503, "UNAVAILABLE", "busy")
+        return web.Response(body=b"chunk-bytes")
+
+    async def body(r: Registry) -> None:
+        assert await r.get_chunk("blake3:" + "0" * 64) == b"chunk-bytes"
+
+    asyncio.run(_with_server([web.get("/v1/chunks/{d}", flaky)], body))
+    assert calls["n"] == 3
+
+
+def test_permanent_errors_are_not_retried_and_keep_code_and_request_id() -> None:
+    calls = {"n": 0}
+
+    async def reject(request: web.Request) -> web.Response:
+        calls["n"] += 1
+        return _error(400, "DIGEST_MISMATCH", "content does not match")
+
+    async def body(r: Registry) -> None:
+        with pytest.raises(IntegrityError) as info:
+            await r.put_chunk("blake3:" + "0" * 64, b"x")
+        assert info.value.code == "DIGEST_MISMATCH" and info.value.request_id == "r1"
+        assert "request r1" in str(info.value)
+
+    asyncio.run(_with_server([web.put("/v1/chunks/{d}", reject)], body))
+    assert calls["n"] == 1
+
+
+def test_not_found_names_the_reference() -> None:
+    async def missing(request: web.Request) -> web.Response:
+        return _error(404, "TAG_UNKNOWN", "tag 'v9' is unknown")
+
+    async def body(r: Registry) -> None:
+        with pytest.raises(NotFound) as info:
+            await r.get_manifest(Reference.parse("team/m@v9"))
+        assert str(info.value).startswith("team/m@v9 not found")
+
+    asyncio.run(_with_server([web.get("/v1/repositories/{n:.*}/manifests/{r}", missing)], body))
+
+
+def test_non_json_errors_still_map() -> None:
+    async def teapot(request: web.Request) -> web.Response:
+        return web.Response(status=400, text="<html>nope</html>")
+
+    async def body(r: Registry) -> None:
+        with pytest.raises(RegistryError, match="missing-chunks query: HTTP 400"):
+            await r.missing_chunks(["blake3:" + "0" * 64])
+
+    asyncio.run(_with_server([web.post("/v1/chunks/missing", teapot)], body))
+
+
+def test_connection_refused_is_a_transport_error() -> None:
+    async def body() -> None:
+        async with Registry("http://127.0.0.1:9", None, 2, 2) as r:
+            with pytest.raises(TransportError) as info:
+                await r.missing_chunks(["blake3:" + "0" * 64])
+            assert "cannot reach the registry at http://127.0.0.1:9" in str(info.value)
+
+    asyncio.run(body())
