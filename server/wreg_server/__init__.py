@@ -1,0 +1,1 @@
+"""wreg registry server."""

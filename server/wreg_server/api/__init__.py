@@ -1,0 +1,1 @@
+"""HTTP layer: routes per resource, error translation, request context."""

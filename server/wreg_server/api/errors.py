@@ -1,0 +1,87 @@
+"""Every error the API sends, in one shape: ``{"errors": [{"code", "message", "detail"}]}``.
+
+Translation happens here and only here: domain code raises ``WregError`` with an
+``ErrorCode`` name and the HTTP status comes from that table; framework errors (unknown
+route, wrong method, unparsable parameters) are mapped onto the same codes. Unexpected
+exceptions become ``INTERNAL`` in ``RequestContextMiddleware`` (``middleware.py``), which
+sits outside these handlers so a 500 still carries the request id.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from wreg.core.errors import ErrorCode, WregError
+
+log = logging.getLogger(__name__)
+
+# HTTP statuses the framework raises on its own, and the code each becomes.
+_HTTP_CODES = {
+    400: ErrorCode.BODY_INVALID,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.BODY_TOO_LARGE,
+    503: ErrorCode.UNAVAILABLE,
+}
+
+
+def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
+    return {"errors": [{"code": code, "message": message, "detail": detail}]}
+
+
+def error_response(
+    code: ErrorCode, message: str | None = None, detail: Any = None, status: int | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        error_body(code.name, message or code.message, detail),
+        status_code=status or code.status,
+    )
+
+
+async def handle_wreg_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, WregError)
+    try:
+        code = ErrorCode[exc.code]
+    except KeyError:  # a code missing from the table is a server bug, not a client error
+        log.error("unknown error code %r raised: %s", exc.code, exc.message)
+        code = ErrorCode.INTERNAL
+    if code.status >= 500:
+        log.error("%s %s failed: %s %s", request.method, request.url.path, exc.code, exc.message)
+    return JSONResponse(error_body(code.name, exc.message, exc.detail), status_code=code.status)
+
+
+async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    detail = [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+        for e in exc.errors()
+    ]
+    return error_response(ErrorCode.BODY_INVALID, "request is malformed", detail)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code)
+    if code is None:
+        code = ErrorCode.INTERNAL if exc.status_code >= 500 else ErrorCode.BODY_INVALID
+    message = code.message
+    if code is ErrorCode.NOT_FOUND:
+        message = f"no such endpoint: {request.method} {request.url.path}"
+    elif code is ErrorCode.METHOD_NOT_ALLOWED:
+        message = f"method {request.method} not allowed on {request.url.path}"
+    response = error_response(code, message, status=exc.status_code)
+    response.headers.update(exc.headers or {})
+    return response
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+    app.add_exception_handler(WregError, handle_wreg_error)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(HTTPException, handle_http_exception)

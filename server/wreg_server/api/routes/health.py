@@ -1,0 +1,33 @@
+"""Liveness (``/healthz``: the process answers) and readiness (``/readyz``: backends answer)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter
+from sqlalchemy import text
+
+from wreg.core.errors import RegistryError
+from wreg_server.api.deps import ContextDep
+from wreg_server.api.schemas import Health
+
+router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health)
+async def readyz(context: ContextDep) -> Health:
+    """Ready when the index answers a query and the object store answers a lookup."""
+    try:
+        async with context.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        await context.store.exists("readyz")
+    except Exception as exc:
+        log.warning("not ready: %s", exc)
+        raise RegistryError(f"backend unavailable: {exc}", code="UNAVAILABLE") from None
+    return Health(status="ok")

@@ -1,0 +1,67 @@
+"""Request and response bodies of the JSON endpoints (see docs/CONTRACTS.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MissingRequest(_Strict):
+    digests: list[str]
+
+
+class MissingResponse(BaseModel):
+    missing: list[str]
+
+
+class ChunkStored(BaseModel):
+    digest: str
+    size: int
+    stored_size: int
+
+
+class ManifestCommitted(BaseModel):
+    name: str
+    digest: str
+    tag: str | None
+
+
+class TagRequest(_Strict):
+    digest: str
+
+
+class TagOut(BaseModel):
+    name: str
+    tag: str
+    digest: str
+    updated_at: datetime
+
+
+class TagEntry(BaseModel):
+    tag: str
+    digest: str
+    updated_at: datetime
+
+
+class TagList(BaseModel):
+    name: str
+    tags: list[TagEntry]
+
+
+class RepositoryEntry(BaseModel):
+    name: str
+    tags: list[str]
+    updated_at: datetime
+
+
+class RepositoryList(BaseModel):
+    repositories: list[RepositoryEntry]
+
+
+class Health(BaseModel):
+    status: str

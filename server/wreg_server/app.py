@@ -1,0 +1,65 @@
+"""The ASGI application: ``create_app(settings)``.
+
+The lifespan opens the index (migrating SQLite on the way, so a fresh data directory just
+works) and the object store, and closes both on shutdown. Nothing is opened at import
+time, so tests can build as many apps with explicit settings as they like.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from wreg_server.api import errors
+from wreg_server.api.deps import AppContext
+from wreg_server.api.middleware import RequestContextMiddleware
+from wreg_server.api.routes import chunks, health, manifests, repositories, tags
+from wreg_server.db.migrate import upgrade_engine
+from wreg_server.db.session import create_engine, create_sessionmaker
+from wreg_server.objectstore import from_settings
+from wreg_server.settings import ServerSettings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    """A registry app over ``settings`` (default: the environment's)."""
+    settings = settings if settings is not None else get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        store = from_settings(settings)
+        try:
+            if settings.is_sqlite and settings.migrate_on_start:
+                await upgrade_engine(engine)
+            app.state.context = AppContext(
+                settings=settings,
+                engine=engine,
+                sessions=create_sessionmaker(engine),
+                store=store,
+            )
+            log.info("wreg-server ready: index %s, store %s", engine.url, store.name)
+            yield
+        finally:
+            await store.close()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="wreg",
+        summary="Content-addressed registry for ML model weights",
+        version="1",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health.router)
+    app.include_router(chunks.router)
+    app.include_router(repositories.router)
+    # Single-tag routes before the tag list (see routes/tags.py), manifests alongside.
+    app.include_router(manifests.router)
+    app.include_router(tags.router)
+    return app

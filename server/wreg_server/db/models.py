@@ -1,0 +1,113 @@
+"""The index: what the registry knows, as tables.
+
+    repositories ─┬─< manifests ─┬─< manifest_chunks >── chunks
+                  └─< tags ──────┘ (tag → manifest)
+
+``chunks`` records every chunk whose encoded bytes are in the object store (a chunk is
+visible only once its row exists). ``manifest_chunks`` is the reference graph the garbage
+collector marks from; it is not needed to serve manifests, whose bodies are kept verbatim.
+The schema itself is owned by Alembic (``migrations/``); keep both in step.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from wreg_server.db.types import BigId, UTCDateTime, utcnow
+
+DIGEST_LENGTH = 71  # "blake3:" + 64 hex
+NAME_LENGTH = 255
+TAG_LENGTH = 128
+
+# Deterministic constraint names, so migrations can name what they alter on any backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Repository(Base):
+    """A model name (``team/model``); created by its first manifest commit."""
+
+    __tablename__ = "repositories"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Manifest(Base):
+    """A committed manifest, body kept byte-for-byte (its digest is over those bytes)."""
+
+    __tablename__ = "manifests"
+    __table_args__ = (UniqueConstraint("repository_id", "digest"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    repository_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("repositories.id", ondelete="CASCADE")
+    )
+    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Chunk(Base):
+    """A stored chunk: raw ``size`` (what the digest covers) and encoded ``stored_size``."""
+
+    __tablename__ = "chunks"
+
+    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    stored_size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ManifestChunk(Base):
+    """Manifest → chunk edges for GC; a chunk cannot be dropped while one points at it."""
+
+    __tablename__ = "manifest_chunks"
+    __table_args__ = (Index("ix_manifest_chunks_chunk_digest", "chunk_digest"),)
+
+    manifest_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True
+    )
+    chunk_digest: Mapped[str] = mapped_column(
+        String(DIGEST_LENGTH), ForeignKey("chunks.digest", ondelete="RESTRICT"), primary_key=True
+    )
+
+
+class Tag(Base):
+    """A mutable name in a repository pointing at one of its manifests."""
+
+    __tablename__ = "tags"
+    __table_args__ = (
+        UniqueConstraint("repository_id", "name"),
+        Index("ix_tags_manifest_id", "manifest_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    repository_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("repositories.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(String(TAG_LENGTH))
+    manifest_id: Mapped[int] = mapped_column(BigId, ForeignKey("manifests.id", ondelete="RESTRICT"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

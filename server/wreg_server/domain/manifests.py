@@ -1,0 +1,155 @@
+"""Manifests: commit (verify, check chunks, record, optionally tag) and resolve.
+
+A manifest is accepted only when its body is exactly the canonical JSON of what it
+parses to and hashes to the digest in the URL, so the digest a client computed locally
+is the one every other client will verify. Committing is idempotent: the same manifest
+again only (re)moves the tag.
+"""
+
+from __future__ import annotations
+
+from anyio import to_thread
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wreg.core.digest import digest_bytes, validate_digest
+from wreg.core.errors import IntegrityError, InvalidInput, NotFound
+from wreg.core.manifest import Manifest
+from wreg.core.reference import validate_name, validate_tag
+from wreg_server.db import dialect
+from wreg_server.db.models import Manifest as ManifestRow
+from wreg_server.db.models import ManifestChunk, Repository, Tag
+from wreg_server.db.types import utcnow
+from wreg_server.domain import chunks, repositories, tags
+from wreg_server.domain.views import ManifestBody
+
+
+def parse_verified(digest: str, body: bytes) -> Manifest:
+    """Parse ``body``, insisting it hashes to ``digest`` and is canonical (CPU-bound)."""
+    actual = digest_bytes(body)
+    if actual != digest:
+        raise IntegrityError(
+            f"manifest body does not match its digest: expected {digest}, got {actual}",
+            code="DIGEST_MISMATCH",
+            detail={"expected": digest, "actual": actual},
+        )
+    manifest = Manifest.from_json_bytes(body)
+    if manifest.to_json_bytes() != body:
+        raise InvalidInput(
+            "manifest body is not canonical JSON (sorted keys, no whitespace, UTF-8)",
+            code="MANIFEST_INVALID",
+        )
+    return manifest
+
+
+async def commit(
+    session: AsyncSession, name: str, digest: str, body: bytes, tag: str | None = None
+) -> bool:
+    """Record manifest ``digest`` in repository ``name`` (creating it); True if new.
+
+    Everything — repository, manifest, its chunk edges, the tag — lands in one
+    transaction, so a failed commit leaves nothing behind.
+    """
+    validate_name(name)
+    validate_digest(digest)
+    if tag is not None:
+        validate_tag(tag)
+    manifest = await to_thread.run_sync(parse_verified, digest, body)
+
+    manifest_id = await _find(session, name, digest)
+    created = manifest_id is None
+    if manifest_id is None:
+        await _check_chunks(session, manifest)
+        repo_id = await repositories.ensure(session, name)
+        manifest_id = await _insert(session, repo_id, digest, body, manifest)
+    else:
+        repo_id = await repositories.ensure(session, name)
+    if tag is not None:
+        await tags.upsert(session, repo_id, tag, manifest_id)
+    await session.commit()
+    return created
+
+
+async def resolve(session: AsyncSession, name: str, reference: str) -> ManifestBody:
+    """The manifest ``reference`` (a tag or a digest) names in repository ``name``."""
+    repo_id = await repositories.require(session, name)
+    query = select(ManifestRow.digest, ManifestRow.body).where(ManifestRow.repository_id == repo_id)
+    if reference.startswith("blake3:"):
+        validate_digest(reference)
+        row = (await session.execute(query.where(ManifestRow.digest == reference))).first()
+        if row is None:
+            raise NotFound(
+                f"manifest {reference} is unknown in {name!r}",
+                code="MANIFEST_UNKNOWN",
+                detail={"name": name, "digest": reference},
+            )
+    else:
+        validate_tag(reference)
+        query = query.join(Tag, Tag.manifest_id == ManifestRow.id).where(
+            Tag.repository_id == repo_id, Tag.name == reference
+        )
+        row = (await session.execute(query)).first()
+        if row is None:
+            raise tags.unknown(name, reference)
+    return ManifestBody(name, row.digest, row.body)
+
+
+async def find_id(session: AsyncSession, repo_id: int, digest: str) -> int:
+    """Id of manifest ``digest`` in the repository; raises ``NotFound`` (MANIFEST_UNKNOWN)."""
+    manifest_id = await session.scalar(
+        select(ManifestRow.id).where(
+            ManifestRow.repository_id == repo_id, ManifestRow.digest == digest
+        )
+    )
+    if manifest_id is None:
+        raise NotFound(
+            f"manifest {digest} is unknown in this repository",
+            code="MANIFEST_UNKNOWN",
+            detail={"digest": digest},
+        )
+    return manifest_id
+
+
+async def _find(session: AsyncSession, name: str, digest: str) -> int | None:
+    return await session.scalar(
+        select(ManifestRow.id)
+        .join(Repository, Repository.id == ManifestRow.repository_id)
+        .where(Repository.name == name, ManifestRow.digest == digest)
+    )
+
+
+async def _check_chunks(session: AsyncSession, manifest: Manifest) -> None:
+    """Every chunk must be stored, with the raw size the manifest claims."""
+    wanted = {c.digest: c.size for f in manifest.files for c in f.chunks}
+    stored = await chunks.sizes_of(session, wanted)
+    missing = [d for d in wanted if d not in stored]
+    if missing:
+        raise InvalidInput(
+            f"manifest references {len(missing)} chunk(s) the registry lacks",
+            code="MANIFEST_CHUNKS_MISSING",
+            detail={"missing": missing},
+        )
+    wrong = {d: {"manifest": s, "stored": stored[d]} for d, s in wanted.items() if stored[d] != s}
+    if wrong:
+        raise InvalidInput(
+            "manifest gives chunk sizes that differ from the stored chunks",
+            code="MANIFEST_INVALID",
+            detail={"sizes": wrong},
+        )
+
+
+async def _insert(
+    session: AsyncSession, repo_id: int, digest: str, body: bytes, manifest: Manifest
+) -> int:
+    stmt = dialect.insert(session, ManifestRow).values(
+        repository_id=repo_id, digest=digest, body=body, created_at=utcnow()
+    )
+    # A concurrent commit of the same manifest wins harmlessly: same bytes, same edges.
+    stmt = stmt.on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+    manifest_id = await session.scalar(stmt.returning(ManifestRow.id))
+    if manifest_id is not None:
+        edges = [{"manifest_id": manifest_id, "chunk_digest": d} for d in manifest.chunk_digests()]
+        if edges:
+            await session.execute(insert(ManifestChunk), edges)
+        return int(manifest_id)
+    return await find_id(session, repo_id, digest)

@@ -1,0 +1,20 @@
+"""Object storage behind one small interface (see ``base``); the layout lives in ``layout``."""
+
+from wreg_server.objectstore.base import InvalidKey, ObjectNotFound, ObjectStore, ObjectStoreError
+from wreg_server.objectstore.factory import backends, from_settings, register
+from wreg_server.objectstore.filesystem import FilesystemStore
+from wreg_server.objectstore.layout import chunk_key
+from wreg_server.objectstore.memory import MemoryStore
+
+__all__ = [
+    "FilesystemStore",
+    "InvalidKey",
+    "MemoryStore",
+    "ObjectNotFound",
+    "ObjectStore",
+    "ObjectStoreError",
+    "backends",
+    "chunk_key",
+    "from_settings",
+    "register",
+]

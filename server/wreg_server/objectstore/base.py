@@ -1,0 +1,112 @@
+"""The object store interface: keys and bytes, never chunks.
+
+An object store holds immutable-in-practice objects under slash-separated keys. It knows
+nothing about digests, encodings or the index; ``layout`` decides which key a chunk gets.
+
+Keys are checked here once (``check_key``) so each backend only implements the
+underscore methods and stays small, the way distribution's ``driver/base`` wraps every
+storage driver. Every public method's failures:
+
+* ``InvalidKey`` — the key is not well formed (any method);
+* ``ObjectNotFound`` — ``get`` / ``size`` of a key that does not exist;
+* anything else (``OSError``, a network error) — the backend is broken; callers report it
+  as an internal error rather than guessing.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import Final
+
+_SEGMENT: Final = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
+_KEY_RE: Final = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
+MAX_KEY_LENGTH: Final = 1024
+
+
+class ObjectStoreError(Exception):
+    """Root of the errors an object store raises on purpose."""
+
+
+class ObjectNotFound(ObjectStoreError, KeyError):
+    """No object under this key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+    def __str__(self) -> str:
+        return f"no object under key {self.key!r}"
+
+
+class InvalidKey(ObjectStoreError, ValueError):
+    """The key is empty, absolute, has empty or dot-leading segments, or odd characters."""
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a well-formed object key, else raise ``InvalidKey``.
+
+    Segments may not start with a dot, so backends can keep private entries (a
+    filesystem's ``.tmp/`` staging directory) without any key ever colliding with them.
+    """
+    if len(key) > MAX_KEY_LENGTH or not _KEY_RE.fullmatch(key):
+        raise InvalidKey(f"invalid object key {key!r}")
+    return key
+
+
+def check_prefix(prefix: str) -> str:
+    """A listing prefix: empty, or a key optionally ending in a slash."""
+    if prefix:
+        check_key(prefix.removesuffix("/"))
+    return prefix
+
+
+class ObjectStore(ABC):
+    """Async key → bytes store; ``put`` is atomic (a key is never seen half-written)."""
+
+    name: str = "abstract"
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``, replacing any previous object atomically."""
+        await self._put(check_key(key), data)
+
+    async def get(self, key: str) -> bytes:
+        """The bytes under ``key``; raises ``ObjectNotFound``."""
+        return await self._get(check_key(key))
+
+    async def exists(self, key: str) -> bool:
+        return await self._exists(check_key(key))
+
+    async def size(self, key: str) -> int:
+        """Size in bytes of the object under ``key``; raises ``ObjectNotFound``."""
+        return await self._size(check_key(key))
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key``; removing a missing key is not an error (GC may race itself)."""
+        await self._delete(check_key(key))
+
+    def list(self, prefix: str = "") -> AsyncIterator[str]:
+        """Every key that starts with ``prefix`` (plain string prefix), in sorted order."""
+        return self._list(check_prefix(prefix))
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Release connections or handles; the default has none."""
+
+    @abstractmethod
+    async def _put(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    async def _get(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    async def _exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    async def _size(self, key: str) -> int: ...
+
+    @abstractmethod
+    async def _delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def _list(self, prefix: str) -> AsyncIterator[str]: ...

@@ -1,0 +1,42 @@
+"""Object store backends registered by name, so a new backend (S3) is one module + one line.
+
+``from_settings`` picks the backend named by ``settings.store``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeAlias
+
+from wreg_server.objectstore.base import ObjectStore
+from wreg_server.objectstore.filesystem import FilesystemStore
+from wreg_server.objectstore.memory import MemoryStore
+from wreg_server.settings import ServerSettings
+
+StoreFactory: TypeAlias = Callable[[ServerSettings], ObjectStore]
+
+_FACTORIES: dict[str, StoreFactory] = {}
+
+
+def register(name: str, factory: StoreFactory) -> None:
+    """Make ``settings.store == name`` build a store with ``factory``."""
+    _FACTORIES[name] = factory
+
+
+def backends() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def from_settings(settings: ServerSettings) -> ObjectStore:
+    """Build the configured store; raises ``ValueError`` naming the known backends."""
+    try:
+        factory = _FACTORIES[settings.store]
+    except KeyError:
+        raise ValueError(
+            f"unknown object store {settings.store!r}; known: {', '.join(backends())}"
+        ) from None
+    return factory(settings)
+
+
+register("file", lambda s: FilesystemStore(s.objects_path, fsync=s.store_fsync))
+register("memory", lambda s: MemoryStore())

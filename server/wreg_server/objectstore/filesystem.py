@@ -1,0 +1,126 @@
+"""Filesystem object store: one file per key under a root directory.
+
+``put`` writes to ``<root>/.tmp/<random>``, fsyncs, then ``os.replace``s onto the final
+path, so readers see either no object or the whole object, never a prefix — the same
+stage-then-move that keeps the node cache correct. ``.tmp`` lives under the root so the
+rename never crosses filesystems; keys cannot start with a dot, so it never clashes.
+Blocking calls run in worker threads to keep the event loop free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Final
+
+from anyio import to_thread
+
+from wreg_server.objectstore.base import ObjectNotFound, ObjectStore
+
+_STAGING: Final = ".tmp"
+
+
+class FilesystemStore(ObjectStore):
+    """Objects as files under ``root``; keys map to relative paths one-to-one."""
+
+    name = "file"
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+        self._staging = self.root / _STAGING
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*key.split("/"))
+
+    async def _put(self, key: str, data: bytes) -> None:
+        await to_thread.run_sync(self._put_sync, key, data)
+
+    def _put_sync(self, key: str, data: bytes) -> None:
+        final = self._path(key)
+        self._staging.mkdir(parents=True, exist_ok=True)
+        temp = self._staging / uuid.uuid4().hex
+        try:
+            with open(temp, "wb") as f:
+                f.write(data)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            raise
+        if self.fsync:
+            _fsync_dir(final.parent)
+
+    async def _get(self, key: str) -> bytes:
+        return await to_thread.run_sync(self._get_sync, key)
+
+    def _get_sync(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+
+    async def _exists(self, key: str) -> bool:
+        return await to_thread.run_sync(self._path(key).is_file)
+
+    async def _size(self, key: str) -> int:
+        return await to_thread.run_sync(self._size_sync, key)
+
+    def _size_sync(self, key: str) -> int:
+        path = self._path(key)
+        try:
+            if not path.is_file():
+                raise FileNotFoundError(path)
+            return path.stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+
+    async def _delete(self, key: str) -> None:
+        await to_thread.run_sync(self._delete_sync, key)
+
+    def _delete_sync(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            self._path(key).unlink()
+
+    async def _list(self, prefix: str) -> AsyncIterator[str]:
+        # Walk only the directory the prefix pins down, then filter by the string prefix.
+        base = prefix.rpartition("/")[0]
+        keys = await to_thread.run_sync(self._list_sync, base, prefix)
+        for key in keys:
+            yield key
+
+    def _list_sync(self, base: str, prefix: str) -> list[str]:
+        start = self._path(base) if base else self.root
+        found: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for filename in filenames:
+                if filename.startswith("."):
+                    continue
+                key = filename if rel == "." else f"{rel}/{filename}"
+                if key.startswith(prefix):
+                    found.append(key)
+        found.sort()
+        return found
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,157 @@
+"""Helpers for the server tests: a real uvicorn server in a thread, and request builders.
+
+Named uniquely (not ``helpers.py``) because test directories are not packages and share
+one ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from wreg.core.digest import digest_bytes
+from wreg.core.encoding import encode_chunk
+from wreg.core.manifest import ChunkRef, FileEntry, Manifest, canonical_json
+from wreg_server.settings import ServerSettings
+
+KiB = 1024
+
+# Small limits so "too large" is cheap to provoke over a real socket.
+TEST_LIMITS: dict[str, Any] = {
+    "max_chunk_raw": 256 * KiB,
+    "max_chunk_encoded": 256 * KiB + 1 * KiB,
+    "max_manifest_bytes": 64 * KiB,
+    "max_json_body": 16 * KiB,
+    "max_missing_query": 100,
+}
+
+
+def make_settings(data: Path, **overrides: Any) -> ServerSettings:
+    return ServerSettings(data=data, store_fsync=False, **{**TEST_LIMITS, **overrides})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running(app: FastAPI) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free local port in a thread; yields the base URL."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=free_port(), log_level="warning", log_config=None
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@dataclass
+class Chunk:
+    raw: bytes
+    digest: str
+    encoded: bytes
+
+    @classmethod
+    def of(cls, raw: bytes, dtype: str | None = None) -> Chunk:
+        return cls(raw, digest_bytes(raw), encode_chunk(raw, dtype))
+
+    @property
+    def ref(self) -> ChunkRef:
+        return ChunkRef(self.digest, len(self.raw))
+
+
+def file_of(path: str, *chunks: Chunk, mode: int = 0o644) -> FileEntry:
+    data = b"".join(c.raw for c in chunks)
+    return FileEntry(path, len(data), digest_bytes(data), mode, tuple(c.ref for c in chunks))
+
+
+def raw_manifest(files: list[dict[str, Any]], metadata: dict[str, Any] | None = None) -> bytes:
+    """Canonical bytes of a manifest document built by hand (to get past client checks)."""
+    return canonical_json({"schema": 1, "files": files, "metadata": metadata or {}})
+
+
+def file_doc(path: str, chunk: Chunk) -> dict[str, Any]:
+    return {
+        "path": path,
+        "size": len(chunk.raw),
+        "digest": digest_bytes(chunk.raw),
+        "mode": 0o644,
+        "chunks": [{"digest": chunk.digest, "size": len(chunk.raw)}],
+    }
+
+
+class Api:
+    """An httpx client plus shortcuts for the common multi-step setups."""
+
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=30)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def upload(self, chunk: Chunk) -> httpx.Response:
+        response = self.http.put(f"/v1/chunks/{chunk.digest}", content=chunk.encoded)
+        assert response.status_code in (200, 201), response.text
+        return response
+
+    def commit(
+        self, name: str, manifest: Manifest | bytes, tag: str | None = None
+    ) -> httpx.Response:
+        body = manifest if isinstance(manifest, bytes) else manifest.to_json_bytes()
+        params = {"tag": tag} if tag is not None else {}
+        return self.http.put(
+            f"/v1/repositories/{name}/manifests/{digest_bytes(body)}", content=body, params=params
+        )
+
+    def push(self, name: str, *files: tuple[str, bytes], tag: str | None = "latest") -> Manifest:
+        """Upload each file as one chunk and commit a manifest of them."""
+        entries = []
+        for path, data in files:
+            chunk = Chunk.of(data)
+            self.upload(chunk)
+            entries.append(file_of(path, chunk))
+        manifest = Manifest.build(entries)
+        response = self.commit(name, manifest, tag)
+        assert response.status_code in (200, 201), response.text
+        return manifest
+
+
+def error_of(response: httpx.Response) -> dict[str, Any]:
+    """The single error of an error response, checking the envelope on the way."""
+    body = response.json()
+    assert set(body) == {"errors"}, body
+    assert len(body["errors"]) == 1, body
+    error: dict[str, Any] = body["errors"][0]
+    assert set(error) == {"code", "message", "detail"}, error
+    assert response.headers.get("x-request-id")
+    return error
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, (response.status_code, response.text)
+    error = error_of(response)
+    assert error["code"] == code, error
+    return error
