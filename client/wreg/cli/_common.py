@@ -1,6 +1,6 @@
-"""The ``wreg`` command: a thin layer over ``wreg.Client``.
+"""Shared pieces of the CLI: the typer app, common options, error mapping, progress.
 
-One place (``_errors``) turns every ``WregError`` into a one-line message and a non-zero
+One place (``errors``) turns every ``WregError`` into a one-line message and a non-zero
 exit code; nothing reaches the user as a traceback.
 """
 
@@ -11,7 +11,6 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -42,14 +41,14 @@ TokenOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object; no progress.")]
 
 
-def _client(url: str | None, token: str | None) -> Client:
+def client(url: str | None, token: str | None) -> Client:
     from wreg._client import Client
 
     return Client(url, token)
 
 
 @contextlib.contextmanager
-def _errors() -> Iterator[None]:
+def errors() -> Iterator[None]:
     try:
         yield
     except WregError as exc:
@@ -90,7 +89,7 @@ class _Bars:
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[_Bars | None]:
+def progress(enabled: bool) -> Iterator[_Bars | None]:
     if not enabled or not sys.stderr.isatty() or not sys.stdout.isatty():
         yield None
         return
@@ -115,86 +114,14 @@ def _progress(enabled: bool) -> Iterator[_Bars | None]:
         yield _Bars(bars)
 
 
-def _emit(as_json: bool, payload: dict[str, Any], text: str) -> None:
+def emit(as_json: bool, payload: dict[str, Any], text: str) -> None:
     typer.echo(json.dumps(payload) if as_json else text)
 
 
-def _size(n: int) -> str:
+def human_size(n: int) -> str:
     value = float(n)
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if value < 1000 or unit == "TB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     raise AssertionError("unreachable")
-
-
-@app.command()
-def push(
-    directory: Annotated[Path, typer.Argument(help="Model directory to upload.")],
-    ref: Annotated[
-        str | None,
-        typer.Argument(help="NAME[@TAG]; default: the directory's name @latest."),
-    ] = None,
-    url: UrlOpt = None,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Upload a model directory; only chunks the registry lacks are sent."""
-    with _errors(), _progress(not as_json) as bars:
-        r = _client(url, token).push(directory, ref, progress=bars)
-    _emit(
-        as_json,
-        r.to_json(),
-        f"pushed {r.reference} {r.manifest}\n"
-        f"  {r.files} files, {_size(r.bytes_total)}; new {_size(r.bytes_new)} "
-        f"in {r.chunks_new}/{r.chunks_total} chunks, sent {_size(r.bytes_sent)}",
-    )
-
-
-@app.command()
-def pull(
-    ref: Annotated[str, typer.Argument(help="NAME, NAME@TAG or NAME@blake3:<hex>.")],
-    output: Annotated[
-        Path | None,
-        typer.Option("-o", "--output", help="Also place the files in this directory."),
-    ] = None,
-    url: UrlOpt = None,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Download a model into the node cache (and DIR with -o), verifying every byte."""
-    with _errors(), _progress(not as_json) as bars:
-        r = _client(url, token).pull(ref, output, progress=bars)
-    _emit(
-        as_json,
-        r.to_json(),
-        f"pulled {r.reference} {r.manifest}\n"
-        f"  {r.files} files, {_size(r.bytes_total)}; downloaded {_size(r.bytes_downloaded)}, "
-        f"from cache {_size(r.bytes_from_cache)}\n  {r.path}",
-    )
-
-
-@app.command("ls")
-def list_(
-    repository: Annotated[
-        str | None, typer.Argument(help="List this repository's tags instead.")
-    ] = None,
-    url: UrlOpt = None,
-    token: TokenOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """List repositories, or the tags of one repository."""
-    with _errors():
-        client = _client(url, token)
-        if repository is None:
-            repos = client.repositories()
-            lines = [f"{r['name']:<40} {r['updated_at']}  {', '.join(r['tags'])}" for r in repos]
-            _emit(as_json, {"repositories": repos}, "\n".join(lines) or "(no repositories)")
-        else:
-            tags = client.tags(repository)
-            lines = [f"{t['tag']:<24} {t['digest']}  {t['updated_at']}" for t in tags]
-            _emit(as_json, {"name": repository, "tags": tags}, "\n".join(lines) or "(no tags)")
-
-
-def main() -> None:
-    app()
