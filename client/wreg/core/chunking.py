@@ -64,7 +64,10 @@ def plan_file(path: str | os.PathLike[str], params: ChunkParams = ChunkParams())
         return []
     if str(path).endswith(".safetensors"):
         with open(path, "rb") as f:
-            layout = read_safetensors_layout(f.read(min(size, 8 + _MAX_HEADER)), size)
+            prefix = f.read(8)
+            n = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else 0
+            head = prefix + f.read(n) if 8 + n <= min(size, 8 + _MAX_HEADER) else b""
+            layout = read_safetensors_layout(head, size)
         if layout is not None:
             header_len, tensors = layout
             return plan_safetensors(header_len, tensors, size, params)
