@@ -62,7 +62,16 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         env = os.environ | {"WREG_URL": url, "WREG_CACHE": str(work / "cache")}
         server = subprocess.Popen(
-            [BIN / "wreg-server", "serve", "--data", str(work / "data"), "--port", str(port)],
+            [
+                BIN / "wreg-server",
+                "serve",
+                "--data",
+                str(work / "data"),
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
             env=env,
         )
         try:
