@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench soak clean
 
 install: $(STAMP)
 
@@ -34,6 +34,17 @@ format: install
 bench: install
 	$(BIN)/python bench/chunk_sizes.py
 	$(BIN)/python bench/codec.py
+	$(BIN)/python bench/transfer.py  # needs nginx-light, casync, time (apt-get install)
+	$(BIN)/python bench/s3_clients.py
+
+## make soak: the long runs: property tests and schema fuzzing with many more examples
+## (HYPOTHESIS_PROFILE=soak), then load (bench/load.py): 120 s of fresh models, and 60 s
+## over a fixed set of models, where the server's RSS must stay within 16 MiB.
+soak: install
+	HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest --timeout 3600 \
+		tests/core/test_properties.py tests/server/test_schema_fuzz.py
+	$(BIN)/python bench/load.py --duration 120
+	$(BIN)/python bench/load.py --duration 60 --models 4 --max-rss-growth-mib 16
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from wreg.core.errors import (
+    AuthError,
     IntegrityError,
     InvalidInput,
     NotFound,
@@ -19,17 +20,31 @@ from wreg.core.errors import (
 
 if TYPE_CHECKING:
     from wreg._client import Client
-    from wreg._results import PullResult, PushResult
+    from wreg._results import (
+        CachedSnapshot,
+        CacheListing,
+        PruneResult,
+        PullResult,
+        PushResult,
+        VerifyResult,
+        WarmResult,
+    )
 
 __all__ = [
+    "AuthError",
+    "CacheListing",
+    "CachedSnapshot",
     "Client",
     "IntegrityError",
     "InvalidInput",
     "NotFound",
+    "PruneResult",
     "PullResult",
     "PushResult",
     "RegistryError",
     "TransportError",
+    "VerifyResult",
+    "WarmResult",
     "WregError",
 ]
 __version__ = "0.1.0"
@@ -40,7 +55,15 @@ def __getattr__(name: str) -> Any:
         from wreg._client import Client
 
         return Client
-    if name in {"PullResult", "PushResult"}:
+    if name in {
+        "CacheListing",
+        "CachedSnapshot",
+        "PruneResult",
+        "PullResult",
+        "PushResult",
+        "VerifyResult",
+        "WarmResult",
+    }:
         from wreg import _results
 
         return getattr(_results, name)

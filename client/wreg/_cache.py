@@ -1,41 +1,113 @@
 """The node cache under ``$WREG_CACHE`` (default ``~/.cache/wreg``)::
 
-    blobs/<hex>                     complete files by whole-file digest, read-only
+    blobs/<hex>                     complete files by whole-file digest, read-only (0444)
     snapshots/<repo>/<hex>/<path>   a model's tree: relative symlinks to blobs
     refs/<repo>/<tag>               last resolved manifest digest (offline mode)
     manifests/<hex>.json            manifests seen, by digest
-    index.sqlite                    chunk digest -> (blob, offset, length)
-    tmp/                            partial downloads
+    index.sqlite                    chunk digest -> (blob, offset, length); snapshot last use
+                                    and pins; the push stat cache
+    tmp/<hex>.part                  a file being assembled, at its final size
+    tmp/<hex>.progress              chunk indices of .part already written and verified
+    locks/file-<hex>.lock           held while one process assembles that file
+    locks/snapshot-<hex>.lock       held while a pull works on that manifest ("in use")
+    locks/warm.lock                 held by ``wreg cache warm``
 
 A file only ever appears under ``blobs/`` by an atomic rename after its whole-file
 digest has been checked, so a reader never sees half a file, whatever was killed when.
+
+Sharing: directories are created group-writable with the setgid bit (``2775``) so every
+member of the directory's group can pull into the cache; blobs are read-only for
+everyone. Give the cache root the group you want (``chgrp``) once.
+
+Locks are ``filelock.SoftFileLease`` markers: created with ``O_EXCL`` (which NFS v3+,
+Lustre and GPFS honour, unlike ``flock``, which they may silently keep node-local or
+refuse), recording pid, host and process start time, and refreshed by a heartbeat
+thread. A holder that died on this host is detected at once (its pid is gone); one on
+another host once its marker has not been refreshed for ``LEASE_SECONDS``. The locks
+only prevent duplicate work: correctness rests on verification and atomic renames.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
 from wreg.core.digest import hex_of
 from wreg.core.manifest import FileEntry, Manifest
 
+if TYPE_CHECKING:
+    from filelock import SoftFileLease
+
+DIR_MODE: Final = 0o2775
+FILE_MODE: Final = 0o664
+BLOB_MODE: Final = 0o444
+LEASE_SECONDS: Final = 30.0
+_SUBDIRS: Final = ("blobs", "snapshots", "refs", "manifests", "tmp", "locks")
+_PROGRESS_MAGIC: Final = "wreg-progress 1"
+
+_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS chunks (digest TEXT PRIMARY KEY, blob TEXT NOT NULL,"
+    " offset INTEGER NOT NULL, length INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS chunks_blob ON chunks (blob)",
+    "CREATE TABLE IF NOT EXISTS snapshots (repo TEXT NOT NULL, manifest TEXT NOT NULL,"
+    " last_used REAL NOT NULL, pinned INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (repo, manifest))",
+    "CREATE TABLE IF NOT EXISTS stat_cache (path TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+    " mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL,"
+    " device INTEGER NOT NULL, chunker TEXT NOT NULL, digest TEXT NOT NULL,"
+    " chunks TEXT NOT NULL)",
+)
+
+
+def make_dir(path: Path) -> None:
+    """``mkdir -p`` whose new directories are group-writable and setgid (shared caches)."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        with contextlib.suppress(OSError):
+            os.chmod(d, DIR_MODE)
+
+
+def share_file(path: Path | int, mode: int = FILE_MODE) -> None:
+    """Set ``mode`` whatever the umask (a path or an open descriptor); best effort."""
+    with contextlib.suppress(OSError):
+        if isinstance(path, int):
+            os.fchmod(path, mode)
+        else:
+            os.chmod(path, mode)
+
 
 class NodeCache:
+    """The node cache; one per process and directory, not thread-safe (use from one loop)."""
+
     def __init__(self, root: Path) -> None:
         self.root = root.expanduser()
-        for sub in ("blobs", "snapshots", "refs", "manifests", "tmp"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.root / "index.sqlite", timeout=30, isolation_level=None)
+        for sub in _SUBDIRS:
+            make_dir(self.root / sub)
+        db_path = self.root / "index.sqlite"
+        fresh = not db_path.exists()
+        self._db = sqlite3.connect(db_path, timeout=60, isolation_level=None)
+        if fresh:
+            share_file(db_path)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS chunks (digest TEXT PRIMARY KEY, blob TEXT NOT NULL,"
-            " offset INTEGER NOT NULL, length INTEGER NOT NULL)"
-        )
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        for statement in _SCHEMA:
+            self._db.execute(statement)
 
     def close(self) -> None:
         self._db.close()
@@ -52,16 +124,25 @@ class NodeCache:
             return False
 
     def temp_path(self, digest: str) -> Path:
-        """A fresh name under tmp/ (unique, so concurrent pulls never share one)."""
-        return self.root / "tmp" / f"{hex_of(digest)}.{uuid.uuid4().hex[:12]}.part"
+        """The file's assembly name under tmp/: deterministic, so a pull can resume it."""
+        return self.root / "tmp" / f"{hex_of(digest)}.part"
+
+    def progress_path(self, digest: str) -> Path:
+        return self.root / "tmp" / f"{hex_of(digest)}.progress"
 
     def commit_blob(self, temp: Path, entry: FileEntry) -> Path:
         """Make a verified temp file the blob for ``entry`` and index its chunks."""
         final = self.blob_path(entry.digest)
-        os.chmod(temp, 0o444)
+        os.chmod(temp, BLOB_MODE)
         os.replace(temp, final)
+        self.progress_path(entry.digest).unlink(missing_ok=True)
         self.index_chunks(entry)
         return final
+
+    def remove_blob(self, hex_digest: str) -> None:
+        """Forget a blob: its file and its rows in the chunk index."""
+        (self.root / "blobs" / hex_digest).unlink(missing_ok=True)
+        self._db.execute("DELETE FROM chunks WHERE blob = ?", (hex_digest,))
 
     def index_chunks(self, entry: FileEntry) -> None:
         rows = [(c.digest, hex_of(entry.digest), off, c.size) for off, c in entry.chunk_offsets()]
@@ -71,53 +152,214 @@ class NodeCache:
         """Chunks some cached blob already holds: digest -> (blob path, offset, length)."""
         found: dict[str, tuple[Path, int, int]] = {}
         wanted = list(digests)
+        present: dict[str, bool] = {}
         for i in range(0, len(wanted), 500):
             batch = wanted[i : i + 500]
             marks = ",".join("?" * len(batch))
             query = f"SELECT digest, blob, offset, length FROM chunks WHERE digest IN ({marks})"
             for digest, blob, offset, length in self._db.execute(query, batch):
                 path = self.root / "blobs" / blob
-                if path.exists():
+                if blob not in present:
+                    present[blob] = path.exists()
+                if present[blob]:
                     found[digest] = (path, offset, length)
         return found
 
+    # -- partial files and their progress records --------------------------------
+
+    def read_progress(self, entry: FileEntry) -> set[int]:
+        """Chunk indices of ``tmp/<hex>.part`` recorded as written and verified."""
+        try:
+            text = self.progress_path(entry.digest).read_text()
+            part_size = self.temp_path(entry.digest).stat().st_size
+        except (FileNotFoundError, UnicodeDecodeError):
+            return set()
+        lines = text.split("\n")
+        if lines[0] != f"{_PROGRESS_MAGIC} {entry.digest} {entry.size}" or part_size != entry.size:
+            return set()
+        done = set()
+        for line in lines[1:-1]:  # the last piece has no newline yet: maybe half-written
+            for word in line.split():
+                if word.isdigit() and int(word) < len(entry.chunks):
+                    done.add(int(word))
+        return done
+
+    def start_progress(self, entry: FileEntry) -> int:
+        """Open (creating if needed) the progress record for appending; returns its fd."""
+        path = self.progress_path(entry.digest)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        if os.fstat(fd).st_size == 0:
+            os.write(fd, f"{_PROGRESS_MAGIC} {entry.digest} {entry.size}\n".encode())
+        share_file(fd)
+        return fd
+
+    def reset_partial(self, entry: FileEntry) -> None:
+        self.temp_path(entry.digest).unlink(missing_ok=True)
+        self.progress_path(entry.digest).unlink(missing_ok=True)
+
+    # -- locks -------------------------------------------------------------------
+
+    def lock(self, name: str) -> SoftFileLease:
+        """A lease on ``locks/<name>.lock`` (see the module docstring for why this kind)."""
+        from filelock import SoftFileLease
+
+        return SoftFileLease(
+            self.root / "locks" / f"{name}.lock",
+            lease_duration=LEASE_SECONDS,
+            mode=FILE_MODE,
+            thread_local=False,
+            is_singleton=False,
+        )
+
+    def file_lock(self, digest: str) -> SoftFileLease:
+        return self.lock(f"file-{hex_of(digest)}")
+
+    def snapshot_lock(self, manifest_digest: str) -> SoftFileLease:
+        return self.lock(f"snapshot-{hex_of(manifest_digest)}")
+
     # -- manifests, refs and snapshots -------------------------------------------
 
+    def manifest_path(self, digest: str) -> Path:
+        return self.root / "manifests" / f"{hex_of(digest)}.json"
+
     def save_manifest(self, digest: str, body: bytes) -> None:
-        path = self.root / "manifests" / f"{hex_of(digest)}.json"
+        path = self.manifest_path(digest)
         if not path.exists():
             _atomic_write(path, body)
 
+    def load_manifest(self, digest: str) -> Manifest | None:
+        try:
+            body = self.manifest_path(digest).read_bytes()
+        except FileNotFoundError:
+            return None
+        return Manifest.from_json_bytes(body)
+
     def write_ref(self, name: str, tag: str, digest: str) -> None:
         path = self.root / "refs" / name / tag
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(path.parent)
         _atomic_write(path, digest.encode())
+
+    def read_ref(self, name: str, tag: str) -> str | None:
+        try:
+            return (self.root / "refs" / name / tag).read_text().strip()
+        except FileNotFoundError:
+            return None
+
+    def refs(self) -> Iterator[tuple[str, str, str]]:
+        """Every (repository, tag, manifest digest) recorded under refs/."""
+        base = self.root / "refs"
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                rel = path.relative_to(base)
+                yield rel.parent.as_posix(), rel.name, path.read_text().strip()
+
+    def remove_ref(self, name: str, tag: str) -> None:
+        (self.root / "refs" / name / tag).unlink(missing_ok=True)
 
     def snapshot_dir(self, name: str, manifest_digest: str) -> Path:
         return self.root / "snapshots" / name / hex_of(manifest_digest)
 
-    def build_snapshot(self, name: str, manifest: Manifest) -> Path:
-        """The model's tree as relative symlinks to blobs, created atomically."""
+    def snapshots(self) -> Iterator[tuple[str, str]]:
+        """Every (repository, manifest digest) with a directory under snapshots/."""
+        base = self.root / "snapshots"
+        for marker in sorted(base.rglob("*")):
+            name = marker.name
+            if len(name) == 64 and marker.is_dir() and all(c in "0123456789abcdef" for c in name):
+                yield marker.parent.relative_to(base).as_posix(), f"blake3:{name}"
+
+    def build_snapshot(
+        self, name: str, manifest: Manifest, files: Iterable[FileEntry] | None = None
+    ) -> Path:
+        """The model's tree (or the ``files`` of it) as relative symlinks to blobs.
+
+        Each link is created under a temporary name and renamed, so a link that exists
+        is whole; links already there are kept, so partial pulls add to the same tree.
+        """
         final = self.snapshot_dir(name, manifest.digest)
-        if final.exists():
-            return final
-        staging = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}")
-        staging.mkdir(parents=True)
-        for entry in manifest.files:
-            link = staging / entry.path
-            link.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(final)
+        for entry in manifest.files if files is None else files:
+            link = final / entry.path
             target = os.path.relpath(self.blob_path(entry.digest), final / Path(entry.path).parent)
-            link.symlink_to(target)
-        try:
-            staging.rename(final)
-        except OSError:  # another process won the race with an identical tree
-            shutil.rmtree(staging)
+            with contextlib.suppress(OSError):
+                if os.readlink(link) == target:
+                    continue
+            make_dir(link.parent)
+            staging = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}")
+            staging.symlink_to(target)
+            os.replace(staging, link)
         return final
+
+    # -- use tracking and pins ---------------------------------------------------
+
+    def touch_snapshot(self, name: str, manifest_digest: str) -> None:
+        self._db.execute(
+            "INSERT INTO snapshots (repo, manifest, last_used) VALUES (?, ?, ?)"
+            " ON CONFLICT (repo, manifest) DO UPDATE SET last_used = excluded.last_used",
+            (name, manifest_digest, time.time()),
+        )
+
+    def set_pinned(self, name: str, manifest_digest: str, pinned: bool) -> None:
+        self._db.execute(
+            "INSERT INTO snapshots (repo, manifest, last_used, pinned) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (repo, manifest) DO UPDATE SET pinned = excluded.pinned",
+            (name, manifest_digest, time.time(), int(pinned)),
+        )
+
+    def snapshot_info(self) -> dict[tuple[str, str], tuple[float, bool]]:
+        """(repository, manifest) -> (last use, pinned) from the index."""
+        rows = self._db.execute("SELECT repo, manifest, last_used, pinned FROM snapshots")
+        return {(r, m): (float(t), bool(p)) for r, m, t, p in rows}
+
+    def forget_snapshot(self, name: str, manifest_digest: str) -> None:
+        shutil.rmtree(self.snapshot_dir(name, manifest_digest), ignore_errors=True)
+        self._db.execute(
+            "DELETE FROM snapshots WHERE repo = ? AND manifest = ?", (name, manifest_digest)
+        )
+        repo_dir = self.root / "snapshots" / name
+        with contextlib.suppress(OSError):
+            repo_dir.rmdir()
+
+    # -- push stat cache ---------------------------------------------------------
+
+    def stat_lookup(
+        self, path: Path, st: os.stat_result, chunker: str
+    ) -> tuple[str, list[tuple[int, int, str | None, str]]] | None:
+        """(file digest, [(offset, length, dtype, digest)]) if ``path`` is unchanged."""
+        row = self._db.execute(
+            "SELECT size, mtime_ns, ctime_ns, inode, device, chunker, digest, chunks"
+            " FROM stat_cache WHERE path = ?",
+            (str(path),),
+        ).fetchone()
+        if row is None or tuple(row[:6]) != _stat_key(st, chunker):
+            return None
+        chunks = [(int(o), int(n), d, str(c)) for o, n, d, c in json.loads(row[7])]
+        return str(row[6]), chunks
+
+    def stat_store(
+        self,
+        entries: list[tuple[Path, os.stat_result, str, list[tuple[int, int, str | None, str]]]],
+        chunker: str,
+    ) -> None:
+        rows = [
+            (str(p), *_stat_key(st, chunker), digest, json.dumps(chunks, separators=(",", ":")))
+            for p, st, digest, chunks in entries
+        ]
+        self._db.executemany(
+            "INSERT OR REPLACE INTO stat_cache VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+        )
+
+    def stat_forget(self, path: Path) -> None:
+        self._db.execute("DELETE FROM stat_cache WHERE path = ?", (str(path),))
+
+
+def _stat_key(st: os.stat_result, chunker: str) -> tuple[int, int, int, int, int, str]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, chunker)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
     tmp.write_bytes(data)
+    share_file(tmp)
     os.replace(tmp, path)
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,15 @@ from wreg._cache import opened_cache
 from wreg._config import ClientSettings
 from wreg._http import Registry
 from wreg._progress import NoProgress, Progress
-from wreg._results import PullResult, PushResult
+from wreg._results import (
+    CacheListing,
+    PruneResult,
+    PullResult,
+    PushResult,
+    VerifyResult,
+    WarmResult,
+)
+from wreg.core.errors import WregError
 from wreg.core.reference import Reference, validate_name
 
 
@@ -27,13 +38,22 @@ class Client:
         *,
         cache_dir: str | os.PathLike[str] | None = None,
         concurrency: int | None = None,
+        offline: bool | None = None,
+        inflight_bytes: int | None = None,
     ) -> None:
         settings = ClientSettings()
         self.url = (url or settings.url).rstrip("/")
+        # Precedence: the argument (--token), WREG_TOKEN, then what `wreg login` stored.
         self.token = token if token is not None else settings.token
+        if self.token is None:
+            from wreg._credentials import load_token
+
+            self.token = load_token(self.url)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else settings.cache
         self.concurrency = concurrency or settings.concurrency
         self.timeout = settings.timeout
+        self.offline = settings.offline if offline is None else offline
+        self.inflight_bytes = inflight_bytes or settings.inflight_bytes
 
     def _registry(self) -> Registry:
         return Registry(self.url, self.token, self.concurrency, self.timeout)
@@ -62,10 +82,17 @@ class Client:
     ) -> PushResult:
         root = Path(path)
         parsed = Reference.parse(ref) if ref else _push.default_reference(root)
-        with self._executor() as executor:
+        with self._executor() as executor, opened_cache(self.cache_dir) as cache:
             async with self._registry() as registry:
                 return await _push.push(
-                    registry, root, parsed, executor, progress or NoProgress(), self.concurrency
+                    registry,
+                    root,
+                    parsed,
+                    executor,
+                    progress or NoProgress(),
+                    self.concurrency,
+                    cache=cache,
+                    inflight_bytes=self.inflight_bytes,
                 )
 
     def pull(
@@ -74,9 +101,21 @@ class Client:
         dest: str | os.PathLike[str] | None = None,
         *,
         progress: Progress | None = None,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
     ) -> PullResult:
-        """Fetch ``ref`` into the node cache; with ``dest``, also materialise it there."""
-        return asyncio.run(self.apull(ref, dest, progress=progress))
+        """Fetch ``ref`` into the node cache; with ``dest``, also materialise it there.
+
+        ``include`` / ``exclude`` are ``fnmatch`` patterns on the model's file paths
+        (``*.safetensors``): only files matching an include pattern (all, if none is
+        given) and no exclude pattern are pulled. Offline (``offline=True`` or
+        ``WREG_OFFLINE=1``), the reference is resolved from the node cache alone and an
+        incomplete snapshot is an error. A pull interrupted at any point resumes where it
+        stopped; two processes pulling the same files download them once.
+        """
+        return asyncio.run(
+            self.apull(ref, dest, progress=progress, include=include, exclude=exclude)
+        )
 
     async def apull(
         self,
@@ -84,10 +123,15 @@ class Client:
         dest: str | os.PathLike[str] | None = None,
         *,
         progress: Progress | None = None,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
     ) -> PullResult:
         parsed = Reference.parse(ref)
         with self._executor() as executor, opened_cache(self.cache_dir) as cache:
-            async with self._registry() as registry:
+            async with contextlib.AsyncExitStack() as stack:
+                registry = None
+                if not self.offline:
+                    registry = await stack.enter_async_context(self._registry())
                 return await _pull.pull(
                     registry,
                     cache,
@@ -96,9 +140,23 @@ class Client:
                     executor,
                     progress or NoProgress(),
                     self.concurrency,
+                    inflight_bytes=self.inflight_bytes,
+                    include=include,
+                    exclude=exclude,
                 )
 
     # -- listing -----------------------------------------------------------------
+
+    def whoami(self) -> dict[str, Any]:
+        """The registry's view of this client's token: ``{"name", "scopes", "auth"}``
+        (``name`` is null without a token or when the registry has auth off)."""
+
+        async def go() -> dict[str, Any]:
+            async with self._registry() as r:
+                doc: dict[str, Any] = await r.get_json("/v1/tokens/self", "token check")
+                return doc
+
+        return asyncio.run(go())
 
     def repositories(self) -> list[dict[str, Any]]:
         """Every repository with its tag count and last update."""
@@ -120,3 +178,116 @@ class Client:
                 return list(doc["tags"])
 
         return asyncio.run(go())
+
+    # -- deleting ----------------------------------------------------------------
+
+    def delete(self, ref: str) -> dict[str, str]:
+        """Delete ``NAME@TAG`` (the tag only) or ``NAME@blake3:<hex>`` (the manifest and
+        every tag pointing at it); a bare ``NAME`` means ``NAME@latest``.
+
+        Chunks are not freed here: ``wreg-server gc`` removes the ones no manifest uses.
+        Returns ``{"reference", "deleted": "tag" | "manifest"}``.
+        """
+        return asyncio.run(self.adelete(ref))
+
+    async def adelete(self, ref: str) -> dict[str, str]:
+        parsed = Reference.parse(ref)
+        kind, path = (
+            ("manifest", f"/v1/repositories/{parsed.name}/manifests/{parsed.digest}")
+            if parsed.digest is not None
+            else ("tag", f"/v1/repositories/{parsed.name}/tags/{parsed.version}")
+        )
+        async with self._registry() as r:
+            await r.delete(path, f"delete of {parsed}")
+        return {"reference": str(parsed), "deleted": kind}
+
+    # -- node cache ----------------------------------------------------------------
+
+    def cache_ls(self) -> CacheListing:
+        """The snapshots in the node cache (repository, tags, size, last use, pinned) and
+        the bytes its blobs and partial downloads take."""
+        from wreg import _cache_ops
+
+        with opened_cache(self.cache_dir) as cache:
+            return _cache_ops.listing(cache)
+
+    def cache_warm(
+        self,
+        refs: Iterable[str],
+        *,
+        on_result: Callable[[WarmResult], None] | None = None,
+    ) -> list[WarmResult]:
+        """Pull each reference into the node cache (for cron jobs).
+
+        Idempotent (what is cached is not fetched again), and holds ``locks/warm.lock`` so
+        an overlapping run waits for this one instead of colliding. A failing reference
+        does not stop the others: each gets a ``WarmResult`` (``ok`` false, ``error`` set),
+        passed to ``on_result`` as soon as it is done.
+        """
+        from wreg._pull import acquire
+
+        results: list[WarmResult] = []
+        with opened_cache(self.cache_dir) as cache:
+            lock = cache.lock("warm")
+            asyncio.run(acquire(lock))
+        try:
+            for ref in refs:
+                start = time.monotonic()
+                try:
+                    pulled = self.pull(ref)
+                    result = WarmResult(
+                        reference=pulled.reference,
+                        ok=True,
+                        manifest=pulled.manifest,
+                        bytes_downloaded=pulled.bytes_downloaded,
+                        seconds=round(time.monotonic() - start, 3),
+                    )
+                except (WregError, OSError) as exc:
+                    result = WarmResult(
+                        reference=ref,
+                        ok=False,
+                        seconds=round(time.monotonic() - start, 3),
+                        error=str(exc),
+                    )
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+        finally:
+            lock.release()
+        return results
+
+    def cache_prune(self, max_size: int | str, *, dry_run: bool = False) -> PruneResult:
+        """Remove least recently used snapshots (and unreferenced blobs and abandoned
+        partial downloads) until the node cache holds at most ``max_size`` bytes
+        (``"50G"`` works too). Snapshots in use or pinned are never removed."""
+        from wreg import _cache_ops
+
+        limit = _cache_ops.parse_size(max_size) if isinstance(max_size, str) else max_size
+        with opened_cache(self.cache_dir) as cache:
+            return _cache_ops.prune(cache, limit, dry_run=dry_run)
+
+    def cache_pin(self, ref: str) -> str:
+        """Keep the cached snapshot ``ref`` names from being pruned; returns its manifest
+        digest (a tag is resolved through the node cache, without the network)."""
+        from wreg import _cache_ops
+
+        with opened_cache(self.cache_dir) as cache:
+            return _cache_ops.set_pin(cache, Reference.parse(ref), True)
+
+    def cache_unpin(self, ref: str) -> str:
+        """Undo ``cache_pin``; returns the manifest digest."""
+        from wreg import _cache_ops
+
+        with opened_cache(self.cache_dir) as cache:
+            return _cache_ops.set_pin(cache, Reference.parse(ref), False)
+
+    def cache_verify(self, *, repair: bool = False) -> VerifyResult:
+        """Re-hash every cached file. With ``repair``, remove corrupt files and pull the
+        snapshots that lost one again (by manifest digest, from the registry)."""
+        from wreg import _cache_ops
+
+        def pull_again(repo: str, digest: str) -> None:
+            self.pull(f"{repo}@{digest}")
+
+        with opened_cache(self.cache_dir) as cache:
+            return _cache_ops.verify(cache, pull_again if repair else None)

@@ -11,7 +11,8 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 class ClientSettings(BaseSettings):
-    """``WREG_URL``, ``WREG_TOKEN``, ``WREG_CACHE``, ``WREG_CONCURRENCY``."""
+    """``WREG_URL``, ``WREG_TOKEN``, ``WREG_CACHE``, ``WREG_CONCURRENCY``, ``WREG_TIMEOUT``,
+    ``WREG_INFLIGHT_BYTES``, ``WREG_OFFLINE``."""
 
     model_config = SettingsConfigDict(env_prefix="WREG_", extra="ignore")
 
@@ -20,3 +21,7 @@ class ClientSettings(BaseSettings):
     cache: Path = Field(default_factory=lambda: Path.home() / ".cache" / "wreg")
     concurrency: int = Field(default=16, ge=1, le=256)
     timeout: float = Field(default=60.0, gt=0)
+    # Chunk bytes a push or pull holds in memory at once (buffers allocated once, reused).
+    inflight_bytes: int = Field(default=128 << 20, ge=8 << 20)
+    # Resolve tags from the node cache's refs/ and never contact the registry.
+    offline: bool = False

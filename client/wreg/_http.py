@@ -12,14 +12,23 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 import aiohttp
 import httpx
+from yarl import URL
 
 from wreg.core.encoding import MEDIA_TYPE as CHUNK_MEDIA_TYPE
-from wreg.core.errors import NotFound, TransportError, WregError, error_class_for
+from wreg.core.errors import (
+    IntegrityError,
+    NotFound,
+    RegistryError,
+    TransportError,
+    WregError,
+    error_class_for,
+)
 from wreg.core.reference import Reference
 from wreg.core.sizes import MAX_MISSING_QUERY
 
@@ -27,6 +36,9 @@ T = TypeVar("T")
 _RETRY_STATUSES: Final = {429, 500, 502, 503, 504}
 ATTEMPTS: Final = 4
 _BACKOFF: Final = 0.25
+# The two fields of an S3 XML error body we show (parsed leniently: it is only a message).
+_S3_CODE: Final = re.compile(r"<Code>([^<]{1,100})</Code>")
+_S3_MESSAGE: Final = re.compile(r"<Message>([^<]{1,300})</Message>")
 
 
 class _Retryable(Exception):
@@ -113,9 +125,83 @@ class Registry:
 
         return await with_retries(once)
 
-    def _unreachable(self, exc: BaseException) -> TransportError:
+    def _unreachable(self, exc: BaseException, what: str = "") -> TransportError:
         reason = str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer for {self._timeout:g} s (WREG_TIMEOUT)"
+        if isinstance(exc, aiohttp.ClientConnectorError) and not self._is_registry(
+            URL.build(scheme="https" if exc.ssl else "http", host=exc.host, port=exc.port)
+        ):
+            return TransportError(
+                f"cannot reach the object store at {exc.host}:{exc.port} that the registry "
+                f"at {self.url} redirected to (is the S3 endpoint in its presigned URLs "
+                f"reachable from here? see WREG_S3_PUBLIC_ENDPOINT): {reason}"
+            )
+        if what and not isinstance(exc, aiohttp.ClientConnectorError):
+            return TransportError(
+                f"the connection to the registry at {self.url} broke during the {what}: {reason}"
+            )
         return TransportError(f"cannot reach the registry at {self.url}: {reason}")
+
+    def _is_registry(self, url: URL) -> bool:
+        return url.origin() == URL(self.url).origin()
+
+    def _download_error(self, digest: str, r: aiohttp.ClientResponse, body: bytes) -> WregError:
+        """The error for a failed chunk download; raises ``_Retryable`` when worth a retry.
+
+        The registry may have redirected the download to a presigned object-store URL (S3
+        with ``WREG_S3_REDIRECT``). aiohttp follows the redirect and, the store being
+        another origin, does not send it our ``Authorization`` header. The store answers
+        S3 XML errors, not ours, so they are mapped here: 404 means the registry's index
+        and store disagree (permanent); 403 usually an expired URL, so another attempt
+        (a fresh redirect, a fresh signature) may succeed; 429 and 5xx are transient.
+        """
+        if not r.history or self._is_registry(r.url):
+            return _error_from_body(
+                r.status, body, r.headers.get("x-request-id"), f"download of {digest}"
+            )
+        text = body[:4096].decode("utf-8", "replace")
+        code_match, message_match = _S3_CODE.search(text), _S3_MESSAGE.search(text)
+        store_code = code_match.group(1) if code_match else ""
+        reason = f"HTTP {r.status} {store_code}".rstrip()
+        if message_match:
+            reason += f": {message_match.group(1)}"
+        where = f"the object store at {r.url.host}:{r.url.port}, where the registry redirected"
+        detail = {
+            "digest": digest,
+            "status": r.status,
+            "store_code": store_code or None,
+            "store_request_id": r.headers.get("x-amz-request-id"),
+        }
+        request_id = r.history[0].headers.get("x-request-id")
+        if r.status == 404:
+            return NotFound(
+                f"chunk {digest} is missing from {where} ({reason}): the registry's index "
+                "lists it but its object store does not hold it",
+                code="CHUNK_UNKNOWN",
+                detail=detail,
+                request_id=request_id,
+            )
+        if r.status == 403 or r.status in _RETRY_STATUSES:
+            hint = (
+                " (the presigned URL expired, the registry's clock is off, or its S3 "
+                "credentials are wrong)"
+                if r.status == 403
+                else ""
+            )
+            raise _Retryable(
+                TransportError(
+                    f"{where}, refused the download of chunk {digest}: {reason}{hint}",
+                    detail=detail,
+                    request_id=request_id,
+                )
+            )
+        return RegistryError(
+            f"{where}, rejected the download of chunk {digest}: {reason}",
+            code="INTERNAL",
+            detail=detail,
+            request_id=request_id,
+        )
 
     async def missing_chunks(self, digests: list[str]) -> set[str]:
         """Which of ``digests`` the registry lacks (batched queries)."""
@@ -179,7 +265,7 @@ class Registry:
                         r.status, body, r.headers.get("x-request-id"), f"upload of {digest}"
                     )
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise _Retryable(self._unreachable(exc)) from None
+                raise _Retryable(self._unreachable(exc, f"upload of chunk {digest}")) from None
             if r.status in _RETRY_STATUSES:
                 raise _Retryable(error)
             raise error
@@ -198,11 +284,45 @@ class Registry:
                     body = await r.read()
                     if r.status < 400:
                         return body
-                    error = _error_from_body(
-                        r.status, body, r.headers.get("x-request-id"), f"download of {digest}"
-                    )
+                    error = self._download_error(digest, r, body)  # may raise _Retryable
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise _Retryable(self._unreachable(exc)) from None
+                raise _Retryable(self._unreachable(exc, f"download of chunk {digest}")) from None
+            if r.status in _RETRY_STATUSES:
+                raise _Retryable(error)
+            raise error
+
+        return await with_retries(once)
+
+    async def get_chunk_into(self, digest: str, buf: bytearray) -> int:
+        """Read the encoded chunk into ``buf`` (reused across calls); returns its length.
+
+        A body longer than ``buf`` is refused without retry (the manifest said how big
+        the chunk is); the caller decodes and verifies the bytes.
+        """
+        assert self._bulk is not None
+        session = self._bulk
+        url = f"{self.url}/v1/chunks/{digest}"
+        view = memoryview(buf)
+
+        async def once() -> int:
+            try:
+                async with session.get(url) as r:
+                    if r.status < 400:
+                        n = 0
+                        while piece := await r.content.readany():
+                            end = n + len(piece)
+                            if end > len(view):
+                                raise IntegrityError(
+                                    f"chunk {digest} is larger than the manifest allows",
+                                    code="CHUNK_INVALID",
+                                )
+                            view[n:end] = piece
+                            n = end
+                        return n
+                    body = await r.read()
+                    error = self._download_error(digest, r, body)  # may raise _Retryable
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise _Retryable(self._unreachable(exc, f"download of chunk {digest}")) from None
             if r.status in _RETRY_STATUSES:
                 raise _Retryable(error)
             raise error

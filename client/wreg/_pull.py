@@ -1,50 +1,100 @@
-"""Pull: resolve → fetch manifest → take what the node cache has → download the rest in
-parallel → decode + verify each chunk → ``pwrite`` into a preallocated temp file →
-verify the whole file → atomic rename into ``blobs/`` → snapshot (and ``-o DIR``).
+"""Pull: resolve → plan → seed from the node cache → fetch the rest in parallel →
+decode + verify each chunk → ``pwrite`` into a preallocated temp file → verify the whole
+file → atomic rename into ``blobs/`` → snapshot (and ``-o DIR``).
+
+Memory is bounded: at most ``inflight_bytes`` of chunk buffers exist, allocated once and
+reused (``wreg._buffers``), and the number of chunks in flight follows from it.
 
 Each distinct chunk is fetched once per pull even if several files hold it, and chunks
-some cached blob already holds are copied from it instead of downloaded. A file appears
-under its final name only after its whole-file digest has been checked.
+some cached blob already holds are copied from it (``copy_file_range``: kernel-side, a
+reflink where the filesystem can) instead of downloaded.
+
+Resume: a file is assembled in ``tmp/<hex>.part`` (its name follows from its digest)
+next to ``tmp/<hex>.progress``, an append-only list of the chunk indices already written
+and verified. A pull killed at any point and run again keeps those chunks and fetches
+only the rest. The record is appended every ``_FLUSH_SECONDS`` and fsynced (after an
+``fdatasync`` of the data) every ``_SYNC_SECONDS``; should a crash still leave a recorded
+chunk unwritten, the whole-file check catches it and the chunks that fail their own
+digest are fetched again.
+
+One download per node: a file is assembled only by the process holding its lock
+(``locks/file-<hex>.lock``); another process that needs the same file waits for it and
+then uses the blob. The pull of a manifest holds ``locks/snapshot-<hex>.lock``, which
+also tells ``wreg cache prune`` that the snapshot is in use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import fnmatch
 import os
 import shutil
+import time
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
-from wreg._cache import NodeCache
-from wreg._http import Registry
+from wreg import _buffers
+from wreg._cache import FILE_MODE, NodeCache, share_file
 from wreg._progress import Progress
 from wreg._results import PullResult
 from wreg.core.digest import Hasher, digest_bytes
-from wreg.core.encoding import decode_chunk_into, encoded_raw_length
-from wreg.core.errors import IntegrityError, InvalidInput
+from wreg.core.encoding import HEADER_SIZE, Codec, Transform, decode_chunk_into, parse_header
+from wreg.core.errors import IntegrityError, InvalidInput, NotFound
 from wreg.core.manifest import FileEntry, Manifest
 from wreg.core.reference import Reference
 
-_READ_BLOCK = 8 << 20
+if TYPE_CHECKING:
+    from filelock import SoftFileLease
+
+    from wreg._http import Registry
+
+_FLUSH_SECONDS: Final = 0.5
+_SYNC_SECONDS: Final = 5.0
+_SEED_BATCH: Final = 64 << 20
+_POLL: Final = 0.1
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Target:
     """A file being assembled under tmp/."""
 
     entry: FileEntry
     temp: Path
+    lock: SoftFileLease
     fd: int = -1
+    record: int = -1
+    done: set[int] = field(default_factory=set)
+    remaining: int = 0
+    marks: list[int] = field(default_factory=list)
+
+
+# chunk digest -> every (target, offset, chunk index) that needs it
+_Needs = dict[str, list[tuple[_Target, int, int]]]
 
 
 @dataclass(slots=True)
-class _Plan:
-    # chunk digest -> every (target, offset) that needs it
-    needs: dict[str, list[tuple[_Target, int]]] = field(default_factory=dict)
-    sizes: dict[str, int] = field(default_factory=dict)
+class _Stats:
+    received: int = 0  # encoded bytes on the wire
+    chunks: int = 0  # chunks downloaded
+    fetched_raw: int = 0  # raw bytes written from downloaded chunks (every placement)
+    resumed: int = 0  # raw bytes found written and verified by an interrupted pull
+
+
+@dataclass(slots=True)
+class _Context:
+    registry: Registry
+    cache: NodeCache
+    executor: Executor
+    progress: Progress
+    concurrency: int
+    inflight_bytes: int
+    stats: _Stats = field(default_factory=_Stats)
 
 
 async def resolve(registry: Registry, ref: Reference) -> tuple[Manifest, bytes]:
@@ -58,125 +108,320 @@ async def resolve(registry: Registry, ref: Reference) -> tuple[Manifest, bytes]:
     return Manifest.from_json_bytes(body), body
 
 
+def resolve_offline(cache: NodeCache, ref: Reference) -> Manifest:
+    """The manifest ``ref`` names according to the node cache alone (``refs/``)."""
+    digest = ref.digest
+    if digest is None:
+        assert ref.tag is not None
+        digest = cache.read_ref(ref.name, ref.tag)
+        if digest is None:
+            raise NotFound(
+                f"offline: {ref} is not in the node cache (no refs/{ref.name}/{ref.tag}); "
+                "pull it once while online",
+                code="TAG_UNKNOWN",
+            )
+    manifest = cache.load_manifest(digest)
+    if manifest is None:
+        raise NotFound(
+            f"offline: manifest {digest} of {ref} is not in the node cache; "
+            "pull it once while online",
+            code="MANIFEST_UNKNOWN",
+        )
+    return manifest
+
+
+def select_files(
+    manifest: Manifest, include: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> list[FileEntry]:
+    """The files whose path matches an ``include`` pattern (all if none) and no
+    ``exclude`` pattern; ``fnmatch`` rules, so ``*`` also matches ``/``."""
+    chosen = [
+        e
+        for e in manifest.files
+        if (not include or any(fnmatch.fnmatchcase(e.path, p) for p in include))
+        and not any(fnmatch.fnmatchcase(e.path, p) for p in exclude)
+    ]
+    if not chosen and manifest.files:
+        raise InvalidInput(
+            f"no file of the model matches --include {list(include)} --exclude {list(exclude)}",
+            code="BODY_INVALID",
+        )
+    return chosen
+
+
+async def acquire(lock: SoftFileLease, wait: bool = True) -> bool:
+    """Take ``lock`` without blocking the event loop; with ``wait=False`` try once."""
+    from filelock import Timeout
+
+    while True:
+        try:
+            lock.acquire(blocking=False)
+            return True
+        except Timeout:
+            if not wait:
+                return False
+        await asyncio.sleep(_POLL)
+
+
 async def pull(
-    registry: Registry,
+    registry: Registry | None,
     cache: NodeCache,
     ref: Reference,
     dest: Path | None,
     executor: Executor,
     progress: Progress,
     concurrency: int,
+    *,
+    inflight_bytes: int = 128 << 20,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> PullResult:
-    manifest, body = await resolve(registry, ref)
-    cache.save_manifest(manifest.digest, body)
-    todo = [e for e in manifest.files if not cache.has_blob(e)]
-    from_cache = manifest.total_size - sum(e.size for e in todo)
-    # Files with the same content are assembled once.
-    unique = list({e.digest: e for e in todo}.values())
-    targets = [_Target(e, cache.temp_path(e.digest)) for e in unique]
-    downloaded = 0
+    """Pull ``ref`` into the node cache; ``registry=None`` means offline."""
+    if registry is None:
+        manifest = resolve_offline(cache, ref)
+    else:
+        manifest, body = await resolve(registry, ref)
+        cache.save_manifest(manifest.digest, body)
+    selected = select_files(manifest, include, exclude)
+    total = sum(e.size for e in selected)
+    stats = _Stats()
+    snapshot_lock = cache.snapshot_lock(manifest.digest)
+    await acquire(snapshot_lock)
     try:
-        plan = _plan(targets)
-        for t in targets:
-            t.fd = os.open(t.temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-            os.ftruncate(t.fd, t.entry.size)
-        seeded = cache.locate_chunks(plan.needs)
-        progress.start("downloading", sum(e.size for e in unique))
-        loop = asyncio.get_running_loop()
-        for digest, (blob, offset, length) in seeded.items():
-            await loop.run_in_executor(executor, _seed, blob, offset, length, plan.needs[digest])
-            from_cache += length * len(plan.needs[digest])
-            progress.advance(length * len(plan.needs[digest]))
-        wanted = [d for d in plan.needs if d not in seeded]
-        downloaded = await _fetch(registry, wanted, plan, executor, progress, concurrency)
-        for t in targets:
-            await loop.run_in_executor(executor, _verify_file, t)
-            os.close(t.fd)
-            t.fd = -1
-            cache.commit_blob(t.temp, t.entry)
+        for _round in range(3):  # a prune racing with us can remove a blob we counted on
+            todo = list({e.digest: e for e in selected if not cache.has_blob(e)}.values())
+            if not todo:
+                break
+            if registry is None:
+                names = ", ".join(e.path for e in todo[:3]) + (", ..." if len(todo) > 3 else "")
+                raise NotFound(
+                    f"offline: {ref} ({manifest.digest}) is incomplete in the node cache: "
+                    f"{len(todo)} of {len(selected)} files missing ({names}); "
+                    "pull it once while online",
+                    code="MANIFEST_UNKNOWN",
+                )
+            ctx = _Context(registry, cache, executor, progress, concurrency, inflight_bytes, stats)
+            progress.start("downloading", sum(e.size for e in todo))
+            await _download(ctx, todo)
+        snapshot = cache.build_snapshot(ref.name, manifest, selected)
+        cache.touch_snapshot(ref.name, manifest.digest)
+        if ref.tag is not None and registry is not None:
+            cache.write_ref(ref.name, ref.tag, manifest.digest)
+        out = snapshot
+        if dest is not None:
+            materialize(cache, selected, dest)
+            out = dest
     finally:
-        for t in targets:
-            if t.fd >= 0:
-                os.close(t.fd)
-            t.temp.unlink(missing_ok=True)
-    snapshot = cache.build_snapshot(ref.name, manifest)
-    if ref.tag is not None:
-        cache.write_ref(ref.name, ref.tag, manifest.digest)
-    out = snapshot
-    if dest is not None:
-        materialize(cache, manifest, dest)
-        out = dest
+        snapshot_lock.release()
     return PullResult(
         reference=str(ref),
         manifest=manifest.digest,
         path=str(out),
-        files=len(manifest.files),
-        bytes_total=manifest.total_size,
-        bytes_downloaded=downloaded,
-        bytes_from_cache=from_cache,
+        files=len(selected),
+        bytes_total=total,
+        bytes_downloaded=stats.received,
+        bytes_from_cache=max(0, total - stats.fetched_raw - stats.resumed),
+        bytes_resumed=stats.resumed,
+        chunks_downloaded=stats.chunks,
     )
 
 
-def _plan(targets: list[_Target]) -> _Plan:
-    plan = _Plan()
+async def _download(ctx: _Context, todo: list[FileEntry]) -> None:
+    """Make every file of ``todo`` a blob, assembling those no other process is working on
+    and waiting for the others."""
+    pending = todo
+    while pending:
+        mine: list[_Target] = []
+        busy: list[FileEntry] = []
+        for entry in pending:
+            lock = ctx.cache.file_lock(entry.digest)
+            if not await acquire(lock, wait=False):
+                busy.append(entry)
+            elif ctx.cache.has_blob(entry):  # finished by another process meanwhile
+                lock.release()
+            else:
+                mine.append(_Target(entry, ctx.cache.temp_path(entry.digest), lock))
+        try:
+            if mine:
+                await _assemble(ctx, mine)
+        finally:
+            for t in mine:
+                _close(t)
+                t.lock.release()
+        pending = [e for e in busy if not ctx.cache.has_blob(e)]
+        if pending and not mine:
+            await asyncio.sleep(_POLL)
+
+
+def _close(t: _Target) -> None:
+    for fd in (t.fd, t.record):
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    t.fd = t.record = -1
+
+
+def _open_target(cache: NodeCache, t: _Target) -> None:
+    """Open the temp file, keeping what an interrupted pull already verified."""
+    t.done = cache.read_progress(t.entry)
+    if t.done:
+        t.fd = os.open(t.temp, os.O_RDWR)
+        t.record = cache.start_progress(t.entry)
+        return
+    cache.reset_partial(t.entry)
+    try:  # a full disk fails here: leave no partial file that no record vouches for
+        t.fd = os.open(t.temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        share_file(t.fd)
+        if t.entry.size:
+            try:
+                os.posix_fallocate(t.fd, 0, t.entry.size)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+                os.ftruncate(t.fd, t.entry.size)
+        t.record = cache.start_progress(t.entry)
+    except BaseException:
+        _close(t)
+        with contextlib.suppress(OSError):
+            cache.reset_partial(t.entry)
+        raise
+
+
+async def _assemble(ctx: _Context, targets: list[_Target]) -> None:
+    loop = asyncio.get_running_loop()
+    needs: _Needs = {}
+    sizes: dict[str, int] = {}
     for t in targets:
-        for offset, chunk in t.entry.chunk_offsets():
-            plan.needs.setdefault(chunk.digest, []).append((t, offset))
-            plan.sizes[chunk.digest] = chunk.size
-    return plan
+        _open_target(ctx.cache, t)
+        for index, (offset, chunk) in enumerate(t.entry.chunk_offsets()):
+            if index in t.done:
+                ctx.stats.resumed += chunk.size
+                ctx.progress.advance(chunk.size)
+                continue
+            needs.setdefault(chunk.digest, []).append((t, offset, index))
+            sizes[chunk.digest] = chunk.size
+            t.remaining += 1
+
+    finals: list[asyncio.Future[None]] = []
+
+    def written(t: _Target, index: int) -> None:
+        t.marks.append(index)
+        t.remaining -= 1
+        if t.remaining == 0:
+            finals.append(asyncio.ensure_future(_finalize(ctx, t)))
+
+    flusher = asyncio.ensure_future(_flush_periodically(ctx, targets))
+    try:
+        for t in targets:
+            if t.remaining == 0:
+                finals.append(asyncio.ensure_future(_finalize(ctx, t)))
+        seeded = ctx.cache.locate_chunks(needs)
+        for batch in _seed_batches(seeded, needs):
+            copied = await loop.run_in_executor(ctx.executor, _seed, batch)
+            for digest in copied:
+                for t, _offset, index in needs.pop(digest):
+                    ctx.progress.advance(sizes[digest])
+                    written(t, index)
+        await _fetch(ctx, needs, sizes, written)
+        await asyncio.gather(*finals)
+    except BaseException:
+        for task in finals:
+            task.cancel()
+        await asyncio.gather(*finals, return_exceptions=True)
+        with contextlib.suppress(OSError):
+            _flush(targets)
+        raise
+    finally:
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
 
 
-def _seed(blob: Path, offset: int, length: int, places: list[tuple[_Target, int]]) -> None:
-    """Copy a chunk from a cached blob (kernel-side copy where the filesystem can)."""
-    with open(blob, "rb") as src:
-        for target, at in places:
-            done = 0
-            while done < length:
-                try:
-                    n = os.copy_file_range(
-                        src.fileno(), target.fd, length - done, offset + done, at + done
-                    )
-                except OSError as exc:
-                    if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP):
-                        raise
-                    n = os.pwrite(
-                        target.fd, os.pread(src.fileno(), length - done, offset + done), at + done
-                    )
-                if n == 0:
-                    raise IntegrityError(f"cached blob {blob} is shorter than the index says")
-                done += n
+def _seed_batches(
+    seeded: dict[str, tuple[Path, int, int]], needs: _Needs
+) -> Iterable[list[tuple[str, Path, int, int, list[tuple[int, int]]]]]:
+    batch: list[tuple[str, Path, int, int, list[tuple[int, int]]]] = []
+    size = 0
+    for digest, (blob, offset, length) in seeded.items():
+        batch.append((digest, blob, offset, length, [(t.fd, at) for t, at, _ in needs[digest]]))
+        size += length * len(needs[digest])
+        if size >= _SEED_BATCH:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _seed(batch: list[tuple[str, Path, int, int, list[tuple[int, int]]]]) -> list[str]:
+    """Copy chunks from cached blobs (kernel-side where the filesystem can); returns the
+    digests copied (a blob removed meanwhile is skipped: its chunks get downloaded)."""
+    copied = []
+    for digest, blob, offset, length, places in batch:
+        try:
+            src = os.open(blob, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            if os.fstat(src).st_size < offset + length:
+                continue
+            for fd, at in places:
+                _copy_range(src, fd, offset, at, length)
+        finally:
+            os.close(src)
+        copied.append(digest)
+    return copied
+
+
+def _copy_range(src: int, dst: int, offset: int, at: int, length: int) -> None:
+    done = 0
+    while done < length:
+        try:
+            n = os.copy_file_range(src, dst, length - done, offset + done, at + done)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            n = os.pwrite(dst, os.pread(src, length - done, offset + done), at + done)
+        if n == 0:
+            raise IntegrityError("a cached blob is shorter than the index says")
+        done += n
 
 
 async def _fetch(
-    registry: Registry,
-    digests: list[str],
-    plan: _Plan,
-    executor: Executor,
-    progress: Progress,
-    concurrency: int,
-) -> int:
-    """Download, decode, verify and write ``digests``; returns wire bytes."""
+    ctx: _Context,
+    needs: _Needs,
+    sizes: dict[str, int],
+    written: Callable[[_Target, int], None],
+) -> None:
+    """Download, decode, verify and write every chunk of ``needs`` with a fixed set of
+    workers, each owning one reused pair of buffers (encoded, raw)."""
+    if not needs:
+        return
     loop = asyncio.get_running_loop()
-    slots = asyncio.Semaphore(concurrency)
-    received = 0
+    size = _buffers.buffer_size(max(sizes[d] for d in needs))
+    workers = min(len(needs), _buffers.slots_for(ctx.inflight_bytes, size, 2, ctx.concurrency))
+    queue = iter(list(needs))
+    registry, stats = ctx.registry, ctx.stats
 
-    def write(digest: str, blob: bytes) -> None:
-        if encoded_raw_length(blob) != plan.sizes[digest]:
-            raise IntegrityError(f"chunk {digest} has the wrong length")
-        buf = bytearray(plan.sizes[digest])
-        decode_chunk_into(blob, memoryview(buf), expected_digest=digest)
-        for target, at in plan.needs[digest]:
-            os.pwrite(target.fd, buf, at)
+    async def worker() -> None:
+        encoded, raw = _buffers.take(size), _buffers.take(size)
+        try:
+            for digest in queue:
+                places = needs[digest]
+                n = await registry.get_chunk_into(digest, encoded)
+                stats.received += n
+                stats.chunks += 1
+                await loop.run_in_executor(
+                    ctx.executor, _decode_write, digest, encoded, n, raw, sizes[digest], places
+                )
+                stats.fetched_raw += sizes[digest] * len(places)
+                for t, _offset, index in places:
+                    ctx.progress.advance(sizes[digest])
+                    written(t, index)
+        finally:
+            _buffers.give(encoded, ctx.inflight_bytes)
+            _buffers.give(raw, ctx.inflight_bytes)
 
-    async def one(digest: str) -> None:
-        nonlocal received
-        async with slots:
-            blob = await registry.get_chunk(digest)
-            received += len(blob)
-            await loop.run_in_executor(executor, write, digest, blob)
-        progress.advance(plan.sizes[digest] * len(plan.needs[digest]))
-
-    tasks = [asyncio.ensure_future(one(d)) for d in digests]
+    tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
     try:
         await asyncio.gather(*tasks)
     except BaseException:
@@ -184,35 +429,140 @@ async def _fetch(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    return received
 
 
-def _verify_file(t: _Target) -> None:
-    hasher = Hasher()
-    offset = 0
-    while offset < t.entry.size:
-        block = os.pread(t.fd, min(_READ_BLOCK, t.entry.size - offset), offset)
-        if not block:
-            break
-        hasher.update(block)
-        offset += len(block)
-    actual = hasher.digest()
-    if offset != t.entry.size or actual != t.entry.digest:
-        raise IntegrityError(
-            f"{t.entry.path}: assembled file does not match its digest "
-            f"(expected {t.entry.digest}, got {actual})"
-        )
+def _decode_write(
+    digest: str,
+    encoded: bytearray,
+    n: int,
+    raw: bytearray,
+    size: int,
+    places: list[tuple[_Target, int, int]],
+) -> None:
+    """Decode and verify one chunk, then ``pwrite`` it wherever it goes (worker thread)."""
+    blob = memoryview(encoded)[:n]
+    codec, transform, raw_len = parse_header(blob)
+    if raw_len != size:
+        raise IntegrityError(f"chunk {digest} is {raw_len} bytes, the manifest says {size}")
+    if codec is Codec.NONE and transform is Transform.NONE and n - HEADER_SIZE == raw_len:
+        data = blob[HEADER_SIZE:]  # stored raw: verify and write straight from the buffer
+        actual = digest_bytes(data)
+        if actual != digest:
+            raise IntegrityError(
+                f"chunk content does not match its digest: expected {digest}, got {actual}",
+                detail={"expected": digest, "actual": actual},
+            )
+    else:
+        decode_chunk_into(blob, memoryview(raw), expected_digest=digest)
+        data = memoryview(raw)[:raw_len]
+    for t, offset, _index in places:
+        _pwrite_all(t.fd, data, offset)
 
 
-def materialize(cache: NodeCache, manifest: Manifest, dest: Path) -> None:
-    """Put the model's files under ``dest``: hardlinks to cached blobs, else copies.
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)
+
+
+async def _flush_periodically(ctx: _Context, targets: list[_Target]) -> None:
+    """Append progress records every ``_FLUSH_SECONDS``; every ``_SYNC_SECONDS`` make the
+    data durable first (``fdatasync`` on a duplicate descriptor, in a worker thread)."""
+    loop = asyncio.get_running_loop()
+    last_sync = time.monotonic()
+    while True:
+        await asyncio.sleep(_FLUSH_SECONDS)
+        if time.monotonic() - last_sync < _SYNC_SECONDS:
+            _flush(targets)
+            continue
+        last_sync = time.monotonic()
+        pending = [(t, len(t.marks), os.dup(t.fd)) for t in targets if t.fd >= 0 and t.marks]
+        try:
+            await loop.run_in_executor(ctx.executor, _sync_all, [fd for _, _, fd in pending])
+        finally:
+            for _t, _n, fd in pending:
+                os.close(fd)
+        for t, n, _fd in pending:
+            _flush([t], upto=n, sync=True)
+
+
+def _sync_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.fdatasync(fd)
+
+
+def _flush(targets: list[_Target], upto: int | None = None, sync: bool = False) -> None:
+    """Append the chunks written since the last flush (the first ``upto`` of them) to each
+    progress record. Runs on the event loop thread, which alone touches ``marks``."""
+    for t in targets:
+        if t.record < 0 or not t.marks:
+            continue
+        n = len(t.marks) if upto is None else upto
+        marks, t.marks = t.marks[:n], t.marks[n:]
+        os.write(t.record, ("\n".join(map(str, marks)) + "\n").encode())
+        if sync:
+            os.fsync(t.record)
+
+
+async def _finalize(ctx: _Context, t: _Target) -> None:
+    """Verify the whole file; repair chunks that fail their own digest; commit the blob."""
+    loop = asyncio.get_running_loop()
+    ok = await loop.run_in_executor(ctx.executor, _verify_file, t)
+    if not ok:
+        bad = await loop.run_in_executor(ctx.executor, _bad_chunks, t)
+        needs: _Needs = {}
+        sizes: dict[str, int] = {}
+        for index in bad:
+            offset, chunk = list(t.entry.chunk_offsets())[index]
+            needs.setdefault(chunk.digest, []).append((t, offset, index))
+            sizes[chunk.digest] = chunk.size
+        await _fetch(ctx, needs, sizes, lambda _t, _i: None)
+        if not bad or not await loop.run_in_executor(ctx.executor, _verify_file, t):
+            ctx.cache.reset_partial(t.entry)
+            raise IntegrityError(
+                f"{t.entry.path}: assembled file does not match its digest {t.entry.digest}"
+            )
+    _close(t)
+    ctx.cache.commit_blob(t.temp, t.entry)
+
+
+def _verify_file(t: _Target) -> bool:
+    """Whether the temp file's whole-file digest is right (read into a reused buffer)."""
+    size = _buffers.buffer_size(8 << 20)
+    buf = _buffers.take(size)
+    try:
+        view = memoryview(buf)
+        hasher = Hasher()
+        offset = 0
+        while offset < t.entry.size:
+            n = os.preadv(t.fd, [view[: min(size, t.entry.size - offset)]], offset)
+            if n <= 0:
+                return False
+            hasher.update(view[:n])
+            offset += n
+        return hasher.digest() == t.entry.digest
+    finally:
+        _buffers.give(buf)
+
+
+def _bad_chunks(t: _Target) -> list[int]:
+    return [
+        index
+        for index, (offset, chunk) in enumerate(t.entry.chunk_offsets())
+        if digest_bytes(os.pread(t.fd, chunk.size, offset)) != chunk.digest
+    ]
+
+
+def materialize(cache: NodeCache, files: Manifest | Iterable[FileEntry], dest: Path) -> None:
+    """Put the files under ``dest``: hardlinks to cached blobs, else copies.
 
     Each file is staged under a temporary name and renamed, so ``dest`` never holds a
     partial file under a final name.
     """
+    entries = files.files if isinstance(files, Manifest) else files
     if dest.exists() and not dest.is_dir():
         raise InvalidInput(f"cannot write to {dest}: not a directory", code="BODY_INVALID")
-    for entry in manifest.files:
+    for entry in entries:
         final = dest / entry.path
         final.parent.mkdir(parents=True, exist_ok=True)
         blob = cache.blob_path(entry.digest)
@@ -223,10 +573,14 @@ def materialize(cache: NodeCache, manifest: Manifest, dest: Path) -> None:
             pass
         staging = final.with_name(f".{final.name}.wreg-{uuid.uuid4().hex[:8]}")
         try:
-            os.link(blob, staging)
-        except OSError:
-            shutil.copyfile(blob, staging)
-            os.chmod(staging, 0o644)
-        if entry.mode & 0o111:
-            os.chmod(staging, os.stat(staging).st_mode | 0o111)
-        os.replace(staging, final)
+            try:
+                os.link(blob, staging)
+            except OSError:
+                shutil.copyfile(blob, staging)
+                os.chmod(staging, 0o644)
+            if entry.mode & 0o111:
+                os.chmod(staging, os.stat(staging).st_mode | 0o111)
+            os.replace(staging, final)
+        except BaseException:  # e.g. a full disk mid-copy: leave no staging file behind
+            staging.unlink(missing_ok=True)
+            raise

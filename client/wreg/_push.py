@@ -1,47 +1,69 @@
-"""Push: scan → chunk → hash → ask which chunks are missing → encode + upload those →
-commit the manifest (and move the tag in the same transaction on the server).
+"""Push: scan → (stat cache | chunk + hash) → ask which chunks are missing → encode +
+upload those → commit the manifest (and move the tag in the same transaction).
 
-Files are read through ``mmap`` so chunk bytes are never copied before hashing or
-encoding; blake3 and zstd release the GIL, so a thread pool keeps every core busy while
-the event loop keeps uploads in flight.
+The stages overlap: as soon as one file is hashed, its chunks are checked against the
+registry (files finished meanwhile share one query) and the missing ones go to upload
+workers, which read, encode (thread pool) and send them while later files are still being
+hashed. Files are read with ``preadv`` into reused buffers, so memory stays bounded
+whatever the model's size.
+
+Stat cache: the node cache remembers, per absolute path, (size, mtime_ns, ctime_ns,
+inode, device, chunker version) → whole-file digest and chunk list. A file whose stat
+matches is not read at all, so re-pushing an unchanged directory costs a few ``stat``
+calls and one missing-chunk query. Files modified less than ``_RACY_SECONDS`` before
+they were hashed are not remembered (their mtime could hide a later write).
 """
 
 from __future__ import annotations
 
 import asyncio
-import mmap
 import os
 import stat
+import time
 from concurrent.futures import Executor
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
-from wreg._http import Registry
+from wreg import _buffers
 from wreg._progress import Progress
 from wreg._results import PushResult
-from wreg.core.chunking import ChunkSpec, plan_file
+from wreg.core.chunking import plan_file
 from wreg.core.digest import Hasher, digest_bytes
 from wreg.core.encoding import encode_chunk
-from wreg.core.errors import InvalidInput
+from wreg.core.errors import IntegrityError, InvalidInput
 from wreg.core.manifest import MODE_EXEC, MODE_FILE, ChunkRef, FileEntry, Manifest
 from wreg.core.reference import Reference
+from wreg.core.sizes import CDC_AVG, CDC_MAX, CDC_MIN, CHUNK_MAX, CHUNK_PACK
+
+if TYPE_CHECKING:
+    from wreg._cache import NodeCache
+    from wreg._http import Registry
+
+# Chunk lists are only reusable while the chunker is the same.
+CHUNKER: Final = f"v1/{CHUNK_MAX}/{CHUNK_PACK}/{CDC_AVG}/{CDC_MIN}/{CDC_MAX}"
+_RACY_SECONDS: Final = 2.0
+
+# (offset, length, dtype, digest)
+_Chunk = tuple[int, int, str | None, str]
 
 
-@dataclass(slots=True)
-class _ScannedFile:
+@dataclass(slots=True, eq=False)
+class _File:
     path: Path
     relpath: str
     mode: int
-    size: int
-    specs: list[ChunkSpec]
-    view: memoryview | None = None
-    digests: list[str] | None = None
+    st: os.stat_result
+    chunks: list[_Chunk] | None = None
     digest: str | None = None
 
 
 def scan_tree(root: Path) -> list[tuple[Path, str, int]]:
     """(absolute path, POSIX relative path, mode) of every regular file under ``root``."""
+    return [(p, rel, mode) for p, rel, mode, _st in _scan(root)]
+
+
+def _scan(root: Path) -> list[tuple[Path, str, int, os.stat_result]]:
     if not root.exists():
         raise InvalidInput(f"cannot push {root}: no such file or directory", code="BODY_INVALID")
     if not root.is_dir():
@@ -56,7 +78,7 @@ def scan_tree(root: Path) -> list[tuple[Path, str, int]]:
                 continue
             rel = path.relative_to(root).as_posix()
             mode = MODE_EXEC if st.st_mode & 0o111 else MODE_FILE
-            found.append((path, rel, mode))
+            found.append((path, rel, mode, st))
     if not found:
         raise InvalidInput(f"nothing to push: {root} contains no files", code="BODY_INVALID")
     return found
@@ -81,122 +103,219 @@ async def push(
     executor: Executor,
     progress: Progress,
     concurrency: int,
+    *,
+    cache: NodeCache | None = None,
+    inflight_bytes: int = 128 << 20,
 ) -> PushResult:
     if ref.digest is not None:
         raise InvalidInput("push needs a tag, not a digest", code="REFERENCE_INVALID")
-    files = [
-        _ScannedFile(path, rel, mode, path.stat().st_size, [])
-        for path, rel, mode in scan_tree(root)
+    files = [_File(p.absolute(), rel, mode, st) for p, rel, mode, st in _scan(root)]
+    if cache is not None:
+        for f in files:
+            known = cache.stat_lookup(f.path, f.st, CHUNKER)
+            if known is not None:
+                f.digest, f.chunks = known
+    to_hash = [f for f in files if f.chunks is None]
+    total = sum(f.st.st_size for f in files)
+    progress.start("hashing", sum(f.st.st_size for f in to_hash))
+
+    where: dict[str, tuple[_File, _Chunk]] = {}
+    missing: set[str] = set()
+    uploads: asyncio.Queue[str | None] = asyncio.Queue()
+    ready: asyncio.Queue[_File | None] = asyncio.Queue()
+    uploader = _Uploader(registry, executor, progress, concurrency, inflight_bytes, where)
+
+    async def query() -> None:
+        """Ask which chunks of the files hashed so far are missing; queue those."""
+        finished = False
+        while not finished:
+            batch = [await ready.get()]
+            while not ready.empty():
+                batch.append(ready.get_nowait())
+            finished = None in batch
+            fresh: list[str] = []
+            for f in batch:
+                if f is None:
+                    continue
+                assert f.chunks is not None
+                for chunk in f.chunks:
+                    if chunk[3] not in where:
+                        where[chunk[3]] = (f, chunk)
+                        fresh.append(chunk[3])
+            if fresh:
+                for digest in sorted(await registry.missing_chunks(fresh)):
+                    missing.add(digest)
+                    uploads.put_nowait(digest)
+        for _ in range(uploader.workers):
+            uploads.put_nowait(None)
+
+    async def hash_all() -> None:
+        loop = asyncio.get_running_loop()
+        for f in files:
+            if f.chunks is not None:
+                ready.put_nowait(f)
+        slots = asyncio.Semaphore(max(1, (os.cpu_count() or 2) // 2))
+
+        async def one(f: _File) -> None:
+            async with slots:
+                await loop.run_in_executor(executor, _hash_file, f, inflight_bytes)
+            progress.advance(f.st.st_size)
+            ready.put_nowait(f)
+
+        await asyncio.gather(*(one(f) for f in to_hash))
+        ready.put_nowait(None)
+        queued = sum(where[d][1][1] for d in missing)
+        progress.start("uploading", max(0, queued - uploader.done_bytes))
+        uploader.reporting = True
+
+    stages = [
+        asyncio.ensure_future(hash_all()),
+        asyncio.ensure_future(query()),
+        *(asyncio.ensure_future(uploader.run(uploads)) for _ in range(uploader.workers)),
     ]
-    loop = asyncio.get_running_loop()
-    with ExitStack() as stack:
-        for f in files:
-            f.view = stack.enter_context(_mapped(f.path, f.size))
-        total = sum(f.size for f in files)
-        progress.start("hashing", total)
-
-        def hash_file(f: _ScannedFile) -> None:
-            assert f.view is not None
-            f.specs = plan_file(f.path)
-            f.digests = []
-            for s in f.specs:
-                f.digests.append(digest_bytes(f.view[s.offset : s.offset + s.length]))
-            hasher = Hasher()
-            hasher.update(f.view)
-            f.digest = hasher.digest()
-            progress.advance(f.size)
-
-        await asyncio.gather(*(loop.run_in_executor(executor, hash_file, f) for f in files))
-
-        where: dict[str, tuple[_ScannedFile, ChunkSpec]] = {}
-        for f in files:
-            assert f.digests is not None
-            for spec, digest in zip(f.specs, f.digests, strict=True):
-                where.setdefault(digest, (f, spec))
-        missing = await registry.missing_chunks(list(where))
-        bytes_new = sum(where[d][1].length for d in missing)
-        sent = await _upload(registry, missing, where, executor, progress, concurrency)
-
-        manifest = Manifest.build(
-            FileEntry(
-                f.relpath,
-                f.size,
-                f.digest or "",
-                f.mode,
-                tuple(ChunkRef(d, s.length) for s, d in zip(f.specs, f.digests or [], strict=True)),
-            )
-            for f in files
+    try:
+        await asyncio.gather(*stages)
+    except BaseException as exc:
+        for task in stages:
+            task.cancel()
+        await asyncio.gather(*stages, return_exceptions=True)
+        if cache is not None and isinstance(exc, IntegrityError):
+            for f in files:  # a remembered file changed under an unchanged stat: forget it
+                cache.stat_forget(f.path)
+        raise
+    if cache is not None and to_hash:
+        now = time.time_ns()
+        cache.stat_store(
+            [
+                (f.path, f.st, f.digest or "", f.chunks or [])
+                for f in to_hash
+                if now - f.st.st_mtime_ns > _RACY_SECONDS * 1e9
+            ],
+            CHUNKER,
         )
-        body = manifest.to_json_bytes()
-        try:
-            await registry.put_manifest(ref.name, manifest.digest, body, ref.tag)
-        except InvalidInput as exc:
-            # Chunks can vanish between the query and the commit (GC): send them again once.
-            gone = (exc.detail or {}).get("missing") if isinstance(exc.detail, dict) else None
-            if exc.code != "MANIFEST_CHUNKS_MISSING" or not gone:
-                raise
-            sent += await _upload(registry, set(gone), where, executor, progress, concurrency)
-            await registry.put_manifest(ref.name, manifest.digest, body, ref.tag)
+
+    manifest = Manifest.build(
+        FileEntry(
+            f.relpath,
+            f.st.st_size,
+            f.digest or "",
+            f.mode,
+            tuple(ChunkRef(c[3], c[1]) for c in f.chunks or []),
+        )
+        for f in files
+    )
+    body = manifest.to_json_bytes()
+    try:
+        await registry.put_manifest(ref.name, manifest.digest, body, ref.tag)
+    except InvalidInput as exc:
+        # Chunks can vanish between the query and the commit (GC): send them again once.
+        gone = (exc.detail or {}).get("missing") if isinstance(exc.detail, dict) else None
+        if exc.code != "MANIFEST_CHUNKS_MISSING" or not gone:
+            raise
+        again: asyncio.Queue[str | None] = asyncio.Queue()
+        for digest in gone:
+            if digest in where:
+                again.put_nowait(digest)
+        for _ in range(uploader.workers):
+            again.put_nowait(None)
+        await asyncio.gather(*(uploader.run(again) for _ in range(uploader.workers)))
+        await registry.put_manifest(ref.name, manifest.digest, body, ref.tag)
     return PushResult(
         reference=str(ref),
         manifest=manifest.digest,
         files=len(files),
         bytes_total=total,
-        bytes_new=bytes_new,
-        bytes_sent=sent,
+        bytes_new=sum(where[d][1][1] for d in missing),
+        bytes_sent=uploader.sent,
         chunks_total=len(where),
         chunks_new=len(missing),
+        bytes_hashed=sum(f.st.st_size for f in to_hash),
     )
 
 
-async def _upload(
-    registry: Registry,
-    digests: set[str],
-    where: dict[str, tuple[_ScannedFile, ChunkSpec]],
-    executor: Executor,
-    progress: Progress,
-    concurrency: int,
-) -> int:
-    """Encode and upload ``digests``; at most ``concurrency`` chunks in memory at once."""
-    progress.start("uploading", sum(where[d][1].length for d in digests if d in where))
-    loop = asyncio.get_running_loop()
-    slots = asyncio.Semaphore(concurrency)
-    sent = 0
-
-    async def one(digest: str) -> None:
-        nonlocal sent
-        f, spec = where[digest]
-        assert f.view is not None
-        async with slots:
-            raw = f.view[spec.offset : spec.offset + spec.length]
-            blob = await loop.run_in_executor(executor, encode_chunk, raw, spec.dtype)
-            await registry.put_chunk(digest, blob)
-            sent += len(blob)
-            progress.advance(spec.length)
-
-    await asyncio.gather(*(one(d) for d in sorted(digests) if d in where))
-    return sent
+def _hash_file(f: _File, budget: int) -> None:
+    """Cut ``f`` into chunks and hash them and the whole file (worker thread)."""
+    specs = plan_file(f.path)
+    size = _buffers.buffer_size(max((s.length for s in specs), default=1))
+    buf = _buffers.take(size)
+    view = memoryview(buf)
+    hasher = Hasher()
+    chunks: list[_Chunk] = []
+    try:
+        fd = os.open(f.path, os.O_RDONLY)
+        try:
+            for s in specs:
+                data = view[: s.length]
+                if os.preadv(fd, [data], s.offset) != s.length:
+                    raise _changed(f)
+                chunks.append((s.offset, s.length, s.dtype, digest_bytes(data)))
+                hasher.update(data)
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+    finally:
+        _buffers.give(buf, budget)
+    if (after.st_size, after.st_mtime_ns) != (f.st.st_size, f.st.st_mtime_ns):
+        raise _changed(f)
+    f.chunks, f.digest = chunks, hasher.digest()
 
 
-class _mapped:
-    """A read-only memoryview of a whole file (empty files get an empty view)."""
+def _changed(f: _File) -> InvalidInput:
+    return InvalidInput(f"{f.path} changed while being pushed; push again", code="BODY_INVALID")
 
-    def __init__(self, path: Path, size: int) -> None:
-        self._path, self._size = path, size
-        self._map: mmap.mmap | None = None
-        self._view: memoryview | None = None
 
-    def __enter__(self) -> memoryview:
-        if self._size == 0:
-            self._view = memoryview(b"")
-            return self._view
-        with open(self._path, "rb") as f:
-            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        self._view = memoryview(self._map)
-        return self._view
+class _Uploader:
+    """Workers that read, encode and send missing chunks, one reused read buffer each."""
 
-    def __exit__(self, *exc: object) -> None:
-        if self._view is not None:
-            self._view.release()
-        if self._map is not None:
-            self._map.close()
+    def __init__(
+        self,
+        registry: Registry,
+        executor: Executor,
+        progress: Progress,
+        concurrency: int,
+        budget: int,
+        where: dict[str, tuple[_File, _Chunk]],
+    ) -> None:
+        self.registry, self.executor, self.progress = registry, executor, progress
+        self.where, self.budget = where, budget
+        self.size = _buffers.buffer_size(CHUNK_MAX)
+        # Per chunk in flight: the read buffer and (at most about as big) its encoding.
+        self.workers = _buffers.slots_for(budget, self.size, 2, concurrency)
+        self.sent = 0
+        self.done_bytes = 0
+        self.reporting = False
+
+    async def run(self, queue: asyncio.Queue[str | None]) -> None:
+        loop = asyncio.get_running_loop()
+        buf: bytearray | None = None
+        try:
+            while (digest := await queue.get()) is not None:
+                f, chunk = self.where[digest]
+                if buf is None or len(buf) < chunk[1]:
+                    buf = _buffers.take(max(self.size, _buffers.buffer_size(chunk[1])))
+                blob = await loop.run_in_executor(self.executor, _read_encode, f, chunk, buf)
+                await self.registry.put_chunk(digest, blob)
+                self.sent += len(blob)
+                self.done_bytes += chunk[1]
+                if self.reporting:
+                    self.progress.advance(chunk[1])
+        finally:
+            if buf is not None:
+                _buffers.give(buf, self.budget)
+
+
+def _read_encode(f: _File, chunk: _Chunk, buf: bytearray) -> bytes:
+    offset, length, dtype, digest = chunk
+    data = memoryview(buf)[:length]
+    fd = os.open(f.path, os.O_RDONLY)
+    try:
+        n = os.preadv(fd, [data], offset)
+    finally:
+        os.close(fd)
+    if n != length or digest_bytes(data) != digest:
+        raise IntegrityError(
+            f"{f.path} changed while being pushed (chunk at {offset} no longer matches); "
+            "push again",
+            code="DIGEST_MISMATCH",
+        )
+    return encode_chunk(data, dtype)

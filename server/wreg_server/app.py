@@ -11,14 +11,16 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from wreg_server.api import errors
 from wreg_server.api.deps import AppContext
 from wreg_server.api.middleware import RequestContextMiddleware
-from wreg_server.api.routes import chunks, health, manifests, repositories, tags
+from wreg_server.api.routes import chunks, health, manifests, repositories, tags, tokens
+from wreg_server.auth.guard import TokenCache, guard
 from wreg_server.db.migrate import upgrade_engine
 from wreg_server.db.session import create_engine, create_sessionmaker
+from wreg_server.metrics import Metrics
 from wreg_server.objectstore import from_settings
 from wreg_server.settings import ServerSettings, get_settings
 
@@ -31,7 +33,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, settings.database_pool_size)
         store = from_settings(settings)
         try:
             if settings.is_sqlite and settings.migrate_on_start:
@@ -53,13 +55,18 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         summary="Content-addressed registry for ML model weights",
         version="1",
         lifespan=lifespan,
+        # Every route: validate path parameters, then check the token (auth/guard.py).
+        dependencies=[Depends(guard)],
     )
     errors.install(app)
-    app.add_middleware(RequestContextMiddleware)
+    app.state.metrics = Metrics()
+    app.state.token_cache = TokenCache(settings.auth_cache_seconds)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
     app.include_router(chunks.router)
     app.include_router(repositories.router)
     # Single-tag routes before the tag list (see routes/tags.py), manifests alongside.
     app.include_router(manifests.router)
     app.include_router(tags.router)
+    app.include_router(tokens.router)
     return app

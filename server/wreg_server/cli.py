@@ -2,22 +2,43 @@
 
     wreg-server serve [--data DIR] [--host 127.0.0.1] [--port 8080]
     wreg-server db upgrade [--data DIR]
+    wreg-server gc [--data DIR] [--dry-run] [--grace 24h] [--json] [--metrics-file F]
+    wreg-server token create NAME --scope push:team-a/* [--scope pull:*] [--json]
+    wreg-server token revoke NAME
+    wreg-server token list [--json]
 
 Options not given fall back to ``WREG_*`` environment variables (see ``settings.py``).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from wreg_server.settings import ServerSettings
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from wreg_server.domain.gc import GcResult
+
+T = TypeVar("T")
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Manage the index database.")
 app.add_typer(db_app, name="db")
+token_app = typer.Typer(
+    no_args_is_help=True,
+    help="Manage bearer tokens (in the index; works while servers run).",
+)
+app.add_typer(token_app, name="token")
+log = logging.getLogger("wreg_server")
 
 DataOption = Annotated[
     Path | None, typer.Option("--data", help="data directory (default $WREG_DATA or ./wreg-data)")
@@ -39,9 +60,41 @@ def serve(
     """Serve the registry API."""
     import uvicorn
 
+    from wreg_server import logs
     from wreg_server.app import create_app
 
-    uvicorn.run(create_app(_settings(data)), host=host, port=port, log_level=log_level)
+    settings = _settings(data)
+    logs.configure(settings.log_format, log_level)
+    if not settings.auth_enabled and not _is_loopback(host):
+        log.warning(
+            "!!! WREG_AUTH is off and the registry listens on %s, beyond this machine: "
+            "ANYONE who can reach it can push, overwrite tags and delete models. Set "
+            "WREG_AUTH=on and create tokens with `wreg-server token create` !!!",
+            host,
+        )
+    # Our middleware writes the access lines (with request id and route), so uvicorn's are off.
+    # Connections beyond max_connections get an immediate 503 instead of queueing; with
+    # request bodies capped (api/body.py) that bounds the memory requests can pin.
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=int(max(1, settings.keep_alive_timeout)),
+        limit_concurrency=settings.max_connections,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: assume it is reachable from elsewhere
 
 
 @db_app.command("upgrade")
@@ -52,6 +105,166 @@ def db_upgrade(data: DataOption = None) -> None:
     settings = _settings(data)
     upgrade(settings.database_url)
     typer.echo("index is up to date")
+
+
+@app.command()
+def gc(
+    data: DataOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report what would be deleted; change nothing")
+    ] = False,
+    grace: Annotated[
+        str,
+        typer.Option(
+            help="keep unreferenced chunks uploaded or queried more recently than this "
+            "(e.g. 30m, 1h, 2d); must exceed the longest push"
+        ),
+    ] = "24h",
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(help="also write wreg_gc_* gauges here (node_exporter textfile format)"),
+    ] = None,
+) -> None:
+    """Delete chunks no manifest references, once older than the grace period.
+
+    Safe while servers keep serving (see wreg_server/domain/gc.py). Manifests are never
+    deleted here: delete them (or their tags) over the API or with `wreg rm`.
+    """
+    import asyncio
+    import time
+
+    from wreg_server.domain.gc import parse_duration
+
+    try:
+        grace_delta = parse_duration(grace)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--grace") from None
+    settings = _settings(data)
+    result = asyncio.run(_run_gc(settings, grace_delta.total_seconds(), dry_run))
+    if metrics_file is not None:
+        from prometheus_client import write_to_textfile
+
+        from wreg_server.metrics import gc_registry
+
+        write_to_textfile(str(metrics_file), gc_registry(result, time.time()))
+    if as_json:
+        typer.echo(json.dumps(result.to_json()))
+        return
+    verb = "would delete" if result.dry_run else "deleted"
+    typer.echo(
+        f"{verb} {result.chunks_deleted} chunks, {result.bytes_freed} bytes stored "
+        f"({result.raw_bytes_freed} raw); kept {result.chunks_in_grace} unreferenced "
+        f"chunks younger than {grace}"
+    )
+
+
+async def _run_gc(settings: ServerSettings, grace_s: float, dry_run: bool) -> GcResult:
+    from datetime import timedelta
+
+    from wreg_server.db.migrate import upgrade_engine
+    from wreg_server.db.session import create_engine, create_sessionmaker
+    from wreg_server.domain.gc import collect
+    from wreg_server.objectstore import from_settings
+
+    engine = create_engine(settings.database_url)
+    store = from_settings(settings)
+    try:
+        if settings.is_sqlite and settings.migrate_on_start:
+            await upgrade_engine(engine)
+        return await collect(
+            create_sessionmaker(engine), store, grace=timedelta(seconds=grace_s), dry_run=dry_run
+        )
+    finally:
+        await store.close()
+        await engine.dispose()
+
+
+async def _with_index(
+    settings: ServerSettings, action: Callable[[AsyncSession], Awaitable[T]]
+) -> T:
+    """Run ``action`` in a session on the index (migrating SQLite first, as ``serve`` does)."""
+    from wreg_server.db.migrate import upgrade_engine
+    from wreg_server.db.session import create_engine, create_sessionmaker
+
+    engine = create_engine(settings.database_url)
+    try:
+        if settings.is_sqlite and settings.migrate_on_start:
+            await upgrade_engine(engine)
+        async with create_sessionmaker(engine)() as session:
+            return await action(session)
+    finally:
+        await engine.dispose()
+
+
+def _run_index(settings: ServerSettings, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    import asyncio
+
+    from wreg.core.errors import WregError
+
+    try:
+        return asyncio.run(_with_index(settings, action))
+    except WregError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="a name for the token (unique among live ones)")],
+    scope: Annotated[
+        list[str],
+        typer.Option(
+            "--scope",
+            help="ACTION:GLOB, ACTION one of pull, push (implies pull), admin (implies both; "
+            "admin:* also manages tokens); GLOB matches repository names (team-a/*, *). "
+            "Repeatable",
+        ),
+    ],
+    data: DataOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a token and print it: it is shown this once (the index keeps only a hash)."""
+    from wreg_server.auth import tokens
+
+    info, secret = _run_index(_settings(data), lambda s: tokens.create(s, name, scope))
+    scopes = [str(s) for s in info.scopes]
+    if as_json:
+        typer.echo(json.dumps({"name": info.name, "token": secret, "scopes": scopes}))
+        return
+    typer.echo(secret)
+    typer.echo(f"created token {info.name!r} with scopes {' '.join(scopes)}", err=True)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="the token to revoke")],
+    data: DataOption = None,
+) -> None:
+    """Revoke a token (servers stop accepting it within WREG_AUTH_CACHE_SECONDS)."""
+    from wreg_server.auth import tokens
+
+    _run_index(_settings(data), lambda s: tokens.revoke(s, name))
+    typer.echo(f"revoked token {name!r}")
+
+
+@token_app.command("list")
+def token_list(data: DataOption = None, as_json: JsonOption = False) -> None:
+    """Every token with its scopes and when it was created, last used, revoked."""
+    from wreg_server.auth import tokens
+
+    found = _run_index(_settings(data), tokens.list_all)
+    if as_json:
+        typer.echo(json.dumps({"tokens": [t.to_json() for t in found]}))
+        return
+    for t in found:
+        used = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
+        state = f"revoked {t.revoked_at.isoformat(timespec='seconds')}" if t.revoked_at else "live"
+        scopes = " ".join(str(s) for s in t.scopes)
+        typer.echo(f"{t.name}\t{scopes}\tlast used {used}\t{state}")
 
 
 def main() -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wreg.core import sizes
@@ -20,20 +21,72 @@ from wreg.core import sizes
 class ServerSettings(BaseSettings):
     """Configuration of one server process."""
 
-    model_config = SettingsConfigDict(env_prefix="WREG_", frozen=True)
+    # validate_by_name: the S3 credentials are read from the standard AWS_* variables
+    # (their aliases) but tests pass them by field name.
+    model_config = SettingsConfigDict(env_prefix="WREG_", frozen=True, validate_by_name=True)
 
     data: Path = Field(default=Path("wreg-data"), description="data directory")
     database_url: str = Field(
         default="",
         description="SQLAlchemy async URL; default sqlite+aiosqlite:///<data>/index.sqlite",
     )
-    store: str = Field(default="file", description="object store backend: file | memory")
+    database_pool_size: int = Field(
+        default=10,
+        gt=0,
+        description="PostgreSQL connections kept per process (as many again in bursts)",
+    )
+    store: str = Field(default="file", description="object store backend: file | s3 | memory")
     store_path: Path | None = Field(
         default=None, description="root of the file object store; default <data>/objects"
     )
     store_fsync: bool = Field(default=True, description="fsync objects before publishing")
+    s3_endpoint: str = Field(default="", description="S3 endpoint URL; default AWS")
+    s3_bucket: str = Field(default="", description="S3 bucket (store=s3)")
+    s3_region: str = Field(default="", description="S3 region; default AWS_REGION or us-east-1")
+    s3_prefix: str = Field(default="", description="key prefix inside the bucket")
+    s3_redirect: bool = Field(
+        default=False, description="answer chunk GETs with a 307 to a presigned S3 URL"
+    )
+    s3_redirect_expires: int = Field(
+        default=900, ge=60, le=7 * 24 * 3600, description="presigned URL lifetime, seconds"
+    )
+    s3_public_endpoint: str = Field(
+        default="", description="endpoint written into presigned URLs; default s3_endpoint"
+    )
+    s3_access_key_id: str | None = Field(default=None, validation_alias="AWS_ACCESS_KEY_ID")
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None, validation_alias="AWS_SECRET_ACCESS_KEY"
+    )
     migrate_on_start: bool = Field(
         default=True, description="apply migrations on start (SQLite only)"
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="server log lines: text, or one JSON object per line"
+    )
+    auth: Literal["on", "off"] = Field(
+        default="off",
+        description="on: every API request needs a bearer token with the right scope "
+        "(off suits the embedded quickstart on 127.0.0.1 only)",
+    )
+    anonymous_pull: bool = Field(
+        default=False, description="with auth on, let requests without a token pull anything"
+    )
+    auth_cache_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="how long a replica trusts a verified token before asking the index "
+        "again (the delay before a revocation takes effect everywhere); 0: every request",
+    )
+    max_connections: int = Field(
+        default=512, gt=0, description="concurrent connections per process (beyond: 503)"
+    )
+    keep_alive_timeout: float = Field(
+        default=5.0, gt=0, description="seconds an idle keep-alive connection stays open"
+    )
+    body_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds a request body may pause between pieces before it is refused",
     )
 
     max_chunk_raw: int = Field(default=sizes.MAX_CHUNK_RAW, gt=0)
@@ -62,6 +115,10 @@ class ServerSettings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth == "on"
 
 
 @lru_cache(maxsize=1)

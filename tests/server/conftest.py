@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 from server_support import Api, make_settings, running
 
+from tests.services.moto import MotoS3
+from tests.services.postgres import PostgresServer
 from wreg_server.app import create_app
+from wreg_server.db.migrate import upgrade
 from wreg_server.settings import ServerSettings
 
 
@@ -17,9 +20,32 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> ServerSettings:
-    return make_settings(tmp_path / "data")
+@pytest.fixture(scope="session")
+def postgres_database(postgres: PostgresServer) -> str:
+    """One migrated database for the session, emptied before each test that uses it."""
+    name = postgres.create_database("wreg_server_tests")
+    upgrade(postgres.url(name))
+    return name
+
+
+@pytest.fixture(params=["sqlite", "postgres-s3"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> ServerSettings:
+    """Every server test runs on both deployments: SQLite + filesystem store (one box) and
+    PostgreSQL + S3 (moto; a fresh bucket per test, so tests never see each other's chunks).
+
+    Tests that look behind the API at stored objects go through ``server_support``'s
+    store-agnostic helpers (``with_store``, ``stored_chunks``), never the filesystem.
+    """
+    if request.param == "sqlite":
+        return make_settings(tmp_path / "data")
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    database: str = request.getfixturevalue("postgres_database")
+    moto: MotoS3 = request.getfixturevalue("moto_s3")
+    bucket: str = request.getfixturevalue("s3_bucket")
+    postgres.reset(database)
+    return make_settings(
+        tmp_path / "data", database_url=postgres.url(database), **moto.settings(bucket)
+    )
 
 
 @pytest.fixture

@@ -6,14 +6,16 @@ one ``sys.path``.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
@@ -22,9 +24,12 @@ from fastapi import FastAPI
 from wreg.core.digest import digest_bytes
 from wreg.core.encoding import encode_chunk
 from wreg.core.manifest import ChunkRef, FileEntry, Manifest, canonical_json
+from wreg_server.objectstore import ObjectStore, from_settings
+from wreg_server.objectstore.layout import CHUNKS_PREFIX
 from wreg_server.settings import ServerSettings
 
 KiB = 1024
+T = TypeVar("T")
 
 # Small limits so "too large" is cheap to provoke over a real socket.
 TEST_LIMITS: dict[str, Any] = {
@@ -38,6 +43,34 @@ TEST_LIMITS: dict[str, Any] = {
 
 def make_settings(data: Path, **overrides: Any) -> ServerSettings:
     return ServerSettings(data=data, store_fsync=False, **{**TEST_LIMITS, **overrides})
+
+
+def with_store(settings: ServerSettings, action: Callable[[ObjectStore], Awaitable[T]]) -> T:
+    """Run ``action`` on a fresh handle to the object store ``settings`` names.
+
+    The store-agnostic way for a test to look behind the API (list, delete or overwrite
+    objects) whichever backend the ``settings`` fixture chose. Runs in a thread of its
+    own, so it works from sync tests and from inside a running event loop alike.
+    """
+
+    async def main() -> T:
+        store = from_settings(settings)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, main()).result()
+
+
+def stored_chunks(settings: ServerSettings) -> list[str]:
+    """The hex digests of every chunk object in the store, sorted."""
+
+    async def names(store: ObjectStore) -> list[str]:
+        return sorted([key.rsplit("/", 1)[1] async for key in store.list(CHUNKS_PREFIX)])
+
+    return with_store(settings, names)
 
 
 def free_port() -> int:

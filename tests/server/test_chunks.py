@@ -8,18 +8,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from server_support import TEST_LIMITS, Api, Chunk, KiB, assert_error
+from server_support import TEST_LIMITS, Api, Chunk, KiB, assert_error, stored_chunks
 
 from wreg.core.digest import digest_bytes
 from wreg.core.encoding import HEADER_SIZE, MEDIA_TYPE, encode_chunk
 from wreg_server.settings import ServerSettings
 
 IMMUTABLE = "public, max-age=31536000, immutable"
-
-
-def chunk_files(settings: ServerSettings) -> list[str]:
-    root = settings.objects_path / "chunks"
-    return sorted(p.name for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
 # --- missing --------------------------------------------------------------------------
@@ -100,7 +95,7 @@ def test_upload_then_download(api: Api, settings: ServerSettings) -> None:
         "size": len(chunk.raw),
         "stored_size": len(chunk.encoded),
     }
-    assert chunk_files(settings) == [chunk.digest.split(":")[1]]
+    assert stored_chunks(settings) == [chunk.digest.split(":")[1]]
 
     r = api.http.get(f"/v1/chunks/{chunk.digest}")
     assert r.status_code == 200
@@ -174,7 +169,7 @@ def assert_invisible(api: Api, settings: ServerSettings, digest: str) -> None:
     assert api.http.head(f"/v1/chunks/{digest}").status_code == 404
     r = api.http.post("/v1/chunks/missing", json={"digests": [digest]})
     assert r.json() == {"missing": [digest]}
-    assert digest.split(":")[1] not in chunk_files(settings)
+    assert digest.split(":")[1] not in stored_chunks(settings)
 
 
 def test_content_not_matching_digest(api: Api, settings: ServerSettings) -> None:

@@ -25,7 +25,15 @@ from wreg_server.db.models import Base
 from wreg_server.db.session import create_engine
 from wreg_server.settings import ServerSettings, get_settings
 
-TABLES = {"alembic_version", "repositories", "manifests", "chunks", "manifest_chunks", "tags"}
+TABLES = {
+    "alembic_version",
+    "repositories",
+    "manifests",
+    "chunks",
+    "manifest_chunks",
+    "tags",
+    "tokens",
+}
 
 
 def wreg_server() -> list[str]:

@@ -1,7 +1,11 @@
 """The ``wreg`` command: a thin layer over ``wreg.Client``, one module per command group."""
 
+from wreg.cli import auth as _auth  # noqa: F401 - registers the commands
+from wreg.cli import cache as _cache
 from wreg.cli import transfer as _transfer  # noqa: F401 - registers the commands
 from wreg.cli._common import app
+
+app.add_typer(_cache.app, name="cache")
 
 
 def main() -> None:

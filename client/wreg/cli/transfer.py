@@ -1,4 +1,4 @@
-"""Moving models: ``push``, ``pull``, ``ls``."""
+"""Moving models: ``push``, ``pull``, ``ls``, ``rm``."""
 
 from __future__ import annotations
 
@@ -50,13 +50,33 @@ def pull(
         Path | None,
         typer.Option("-o", "--output", help="Also place the files in this directory."),
     ] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option("--include", help="Only files matching this glob (repeatable)."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Skip files matching this glob (repeatable)."),
+    ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline", envvar="WREG_OFFLINE", help="Use the node cache only; no network."
+        ),
+    ] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Download a model into the node cache (and DIR with -o), verifying every byte."""
+    """Download a model into the node cache (and DIR with -o), verifying every byte.
+
+    Resumes an interrupted pull; waits for (and reuses) another process pulling the
+    same files on this node.
+    """
     with errors(), progress(not as_json) as bars:
-        r = client(url, token).pull(ref, output, progress=bars)
+        registry = client(url, token)
+        registry.offline = registry.offline or offline
+        r = registry.pull(ref, output, progress=bars, include=include or (), exclude=exclude or ())
     emit(
         as_json,
         r.to_json(),
@@ -87,3 +107,19 @@ def list_(
             tags = registry.tags(repository)
             lines = [f"{t['tag']:<24} {t['digest']}  {t['updated_at']}" for t in tags]
             emit(as_json, {"name": repository, "tags": tags}, "\n".join(lines) or "(no tags)")
+
+
+@app.command("rm")
+def remove(
+    ref: Annotated[
+        str,
+        typer.Argument(help="NAME@TAG deletes the tag; NAME@blake3:<hex> deletes the manifest."),
+    ],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete a tag, or a manifest and the tags pointing at it (chunks go at the next GC)."""
+    with errors():
+        done = client(url, token).delete(ref)
+    emit(as_json, done, f"deleted {done['deleted']} {done['reference']}")

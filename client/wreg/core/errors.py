@@ -11,6 +11,7 @@ Exception hierarchy::
     ├── InvalidInput               bad reference, digest, path, manifest... (never retried)
     ├── IntegrityError             bytes do not match their digest (never retried)
     ├── NotFound                   unknown repository, tag, manifest or chunk
+    ├── AuthError                  no valid token (401), or it lacks the scope (403)
     ├── RegistryError              the server answered with an error code
     └── TransportError             the server could not be reached / connection dropped
 """
@@ -39,8 +40,15 @@ class ErrorCode(Enum):
     REFERENCE_INVALID = (400, "invalid reference")
     NAME_UNKNOWN = (404, "repository unknown")
     TAG_UNKNOWN = (404, "tag unknown")
+    TAG_CONFLICT = (412, "tag does not point at the manifest the request expected")
     BODY_INVALID = (400, "request body is malformed")
     BODY_TOO_LARGE = (413, "request body exceeds the size limit")
+    REQUEST_TIMEOUT = (408, "request body arrived too slowly")
+    UNAUTHORIZED = (401, "authentication required: no valid bearer token")
+    DENIED = (403, "the token lacks the scope this request needs")
+    TOKEN_INVALID = (400, "invalid token name or scope")
+    TOKEN_EXISTS = (409, "a token with this name exists")
+    TOKEN_UNKNOWN = (404, "token unknown")
     NOT_FOUND = (404, "no such endpoint")
     METHOD_NOT_ALLOWED = (405, "method not allowed")
     UNAVAILABLE = (503, "a backend is unavailable")
@@ -101,6 +109,12 @@ class NotFound(WregError):
     code = "NOT_FOUND"
 
 
+class AuthError(WregError):
+    """No valid token (``UNAUTHORIZED``) or a token without the needed scope (``DENIED``)."""
+
+    code = "UNAUTHORIZED"
+
+
 class RegistryError(WregError):
     """The registry answered with an error that has no more specific class."""
 
@@ -119,6 +133,8 @@ def error_class_for(code: str) -> type[WregError]:
         return NotFound
     if code in {"UNAVAILABLE"}:
         return TransportError
+    if code in {"UNAUTHORIZED", "DENIED"}:
+        return AuthError
     try:
         status = ErrorCode[code].status
     except KeyError:

@@ -143,6 +143,16 @@ class Manifest:
 
     @classmethod
     def from_json(cls, doc: Any) -> Manifest:
+        """Validate a parsed document (which must have a canonical form)."""
+        try:
+            canonical_json(doc)
+        except (ValueError, UnicodeEncodeError):
+            # NaN/Infinity/1e999 or lone surrogates: JSON parses them, canonical form cannot.
+            raise _invalid("manifest contains non-finite numbers or invalid strings") from None
+        return cls._from_doc(doc)
+
+    @classmethod
+    def _from_doc(cls, doc: Any) -> Manifest:
         if not isinstance(doc, dict):
             raise _invalid("manifest must be a JSON object")
         if doc.get("schema") != SCHEMA_VERSION:

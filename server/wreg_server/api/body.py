@@ -3,11 +3,16 @@
 The body is streamed and reading stops as soon as it passes the limit, so a client
 cannot make the server buffer more than ``limit`` bytes whatever ``Content-Length`` says
 (a declared length over the limit is refused before reading anything; a missing or
-lying one is caught while streaming).
+lying one is caught while streaming). Each piece must arrive within the app's
+``body_timeout`` of the last, so a client trickling a body cannot hold a connection and
+its buffer indefinitely (408 ``REQUEST_TIMEOUT``). uvicorn hands the body over in
+socket-read-sized pieces and stops reading the socket while ~64 KiB sit unconsumed (flow
+control), so what one request holds is bounded by ``limit`` plus one piece.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, TypeVar
 
@@ -30,14 +35,33 @@ async def read_limited(request: Request, limit: int, code: str = "BODY_TOO_LARGE
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit, code)
+    idle = _body_timeout(request)
     parts: list[bytes] = []
     received = 0
-    async for part in request.stream():
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                part = await anext(stream)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise InvalidInput(
+                f"request body stalled: nothing received for {idle:g} s",
+                code="REQUEST_TIMEOUT",
+                detail={"received": received, "timeout_s": idle},
+            ) from None
         received += len(part)
         if received > limit:
             raise _too_large(limit, code)
         parts.append(part)
     return b"".join(parts)
+
+
+def _body_timeout(request: Request) -> float:
+    context = getattr(request.app.state, "context", None)
+    settings = getattr(context, "settings", None)
+    return float(getattr(settings, "body_timeout", 60.0))
 
 
 async def read_json(request: Request, model: type[M], limit: int) -> M:

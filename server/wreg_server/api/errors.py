@@ -53,7 +53,12 @@ async def handle_wreg_error(request: Request, exc: Exception) -> JSONResponse:
         code = ErrorCode.INTERNAL
     if code.status >= 500:
         log.error("%s %s failed: %s %s", request.method, request.url.path, exc.code, exc.message)
-    return JSONResponse(error_body(code.name, exc.message, exc.detail), status_code=code.status)
+    response = JSONResponse(error_body(code.name, exc.message, exc.detail), status_code=code.status)
+    if code is ErrorCode.UNAUTHORIZED:  # RFC 6750 §3: say which scheme would work
+        invalid = isinstance(exc.detail, dict) and exc.detail.get("invalid_token")
+        challenge = 'Bearer realm="wreg"' + (', error="invalid_token"' if invalid else "")
+        response.headers["WWW-Authenticate"] = challenge
+    return response
 
 
 async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""Request and response bodies of the JSON endpoints (see docs/CONTRACTS.md)."""
+"""Request and response bodies of the JSON endpoints (README: HTTP API)."""
 
 from __future__ import annotations
 
@@ -65,3 +65,33 @@ class RepositoryList(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class TokenCreate(_Strict):
+    name: str
+    scopes: list[str]
+
+
+class TokenOut(BaseModel):
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(BaseModel):
+    name: str
+    token: str
+    scopes: list[str]
+    created_at: datetime
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenOut]
+
+
+class TokenSelf(BaseModel):
+    name: str | None
+    scopes: list[str]
+    auth: bool

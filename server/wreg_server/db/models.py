@@ -2,6 +2,7 @@
 
     repositories ─┬─< manifests ─┬─< manifest_chunks >── chunks
                   └─< tags ──────┘ (tag → manifest)
+    tokens (bearer tokens: hashed secret, scopes; see wreg_server/auth)
 
 ``chunks`` records every chunk whose encoded bytes are in the object store (a chunk is
 visible only once its row exists). ``manifest_chunks`` is the reference graph the garbage
@@ -20,7 +21,9 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -29,6 +32,7 @@ from wreg_server.db.types import BigId, UTCDateTime, utcnow
 DIGEST_LENGTH = 71  # "blake3:" + 64 hex
 NAME_LENGTH = 255
 TAG_LENGTH = 128
+TOKEN_NAME_LENGTH = 128
 
 # Deterministic constraint names, so migrations can name what they alter on any backend.
 NAMING_CONVENTION = {
@@ -71,14 +75,25 @@ class Manifest(Base):
 
 
 class Chunk(Base):
-    """A stored chunk: raw ``size`` (what the digest covers) and encoded ``stored_size``."""
+    """A stored chunk: raw ``size`` (what the digest covers) and encoded ``stored_size``.
+
+    ``last_seen_at`` is the garbage collector's clock: set on upload, refreshed when an
+    upload or a missing-chunks query finds the chunk present (``NULL`` in rows from before
+    migration 0002 means ``created_at``). ``gc_pending_since`` marks a row the collector
+    has condemned: such a row is *not live* (missing-chunks queries and manifest commits
+    treat it as absent), its object may already be gone, and an upload revives it. See
+    ``domain/gc.py``.
+    """
 
     __tablename__ = "chunks"
+    __table_args__ = (Index("ix_chunks_gc_pending_since", "gc_pending_since"),)
 
     digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     stored_size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    gc_pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ManifestChunk(Base):
@@ -111,3 +126,31 @@ class Tag(Base):
     name: Mapped[str] = mapped_column(String(TAG_LENGTH))
     manifest_id: Mapped[int] = mapped_column(BigId, ForeignKey("manifests.id", ondelete="RESTRICT"))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Token(Base):
+    """A bearer token: its SHA-256 (never the token itself), name and scopes.
+
+    ``scopes`` is a space-separated list of ``action:glob`` (``push:team-a/*``). Revoked
+    rows are kept (``revoked_at`` set) so ``token list`` shows them; a name is unique among
+    tokens not revoked, so a revoked name can be reused.
+    """
+
+    __tablename__ = "tokens"
+    __table_args__ = (
+        Index(
+            "ix_tokens_active_name",
+            "name",
+            unique=True,
+            sqlite_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(TOKEN_NAME_LENGTH))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

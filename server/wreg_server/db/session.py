@@ -22,11 +22,17 @@ from sqlalchemy.ext.asyncio import (
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def create_engine(database_url: str) -> AsyncEngine:
-    """An async engine for ``database_url``; creates the SQLite file's directory."""
+def create_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
+    """An async engine for ``database_url``; creates the SQLite file's directory.
+
+    On PostgreSQL ``pool_size`` connections are kept open and as many again may be opened
+    in a burst; size it so replicas x 2 x pool_size stays under ``max_connections``.
+    """
     url = make_url(database_url)
     if url.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True)
+        return create_async_engine(
+            url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size
+        )
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})

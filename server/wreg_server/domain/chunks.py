@@ -2,18 +2,25 @@
 
 A chunk becomes visible only when its ``chunks`` row exists, and the row is written only
 after the encoded bytes were decoded, verified against the digest and stored atomically.
-An object written by a request that then failed is invisible (and GC may drop it).
+An object written by a request that then failed is invisible.
+
+A *live* chunk is one whose row exists and is not condemned by the garbage collector
+(``gc_pending_since`` is NULL). Missing-chunks queries and manifest commits only count
+live chunks; both the query and a re-upload refresh ``last_seen_at``, the clock the
+collector's grace period runs on. ``domain/gc.py`` explains why that keeps pushes safe.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from functools import partial
 from itertools import islice
+from typing import Final
 
 from anyio import to_thread
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wreg.core.digest import validate_digest
@@ -23,12 +30,20 @@ from wreg_server.db import dialect
 from wreg_server.db.models import Chunk
 from wreg_server.db.types import utcnow
 from wreg_server.domain.views import ChunkInfo
+from wreg_server.metrics import current as metrics
 from wreg_server.objectstore import ObjectNotFound, ObjectStore, chunk_key
 
 log = logging.getLogger(__name__)
 
 # Digests per IN (...) query: well under SQLite's and PostgreSQL's bind-parameter limits.
 _BATCH = 500
+
+# ``last_seen_at`` is rewritten only when older than this, so re-pushing a large model does
+# not rewrite every chunk row each time. A chunk found present is therefore protected for
+# at least (GC grace - LAST_SEEN_RESOLUTION) afterwards; keep the grace well above it.
+LAST_SEEN_RESOLUTION: Final = timedelta(minutes=5)
+
+_LIVE = Chunk.gc_pending_since.is_(None)
 
 
 def _batched(items: Iterable[str], n: int) -> Iterable[list[str]]:
@@ -38,20 +53,45 @@ def _batched(items: Iterable[str], n: int) -> Iterable[list[str]]:
 
 
 async def sizes_of(session: AsyncSession, digests: Iterable[str]) -> dict[str, int]:
-    """Raw size of each of ``digests`` the registry holds; absent digests are left out."""
+    """Raw size of each of ``digests`` that is live; absent or condemned ones are left out."""
     found: dict[str, int] = {}
     for batch in _batched(digests, _BATCH):
-        query = select(Chunk.digest, Chunk.size).where(Chunk.digest.in_(batch))
+        query = select(Chunk.digest, Chunk.size).where(Chunk.digest.in_(batch), _LIVE)
         rows = await session.execute(query)
         found.update((digest, size) for digest, size in rows)
     return found
 
 
+async def refresh(session: AsyncSession, digests: Iterable[str]) -> None:
+    """Set ``last_seen_at`` to now on those of ``digests`` that are live and stale.
+
+    Only rows not refreshed within ``LAST_SEEN_RESOLUTION`` are written; the caller commits.
+    """
+    now = utcnow()
+    stale = func.coalesce(Chunk.last_seen_at, Chunk.created_at) < now - LAST_SEEN_RESOLUTION
+    for batch in _batched(digests, _BATCH):
+        await session.execute(
+            update(Chunk)
+            .where(Chunk.digest.in_(batch), _LIVE, stale)
+            .values(last_seen_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+
 async def missing(session: AsyncSession, digests: Sequence[str]) -> list[str]:
-    """The digests the registry lacks, in request order, each once."""
+    """The digests the registry lacks, in request order, each once.
+
+    The chunks found present are refreshed *before* they are looked up and the refresh
+    is committed before the answer leaves, so the collector cannot condemn a chunk this
+    query reports present (unless its grace is shorter than ``LAST_SEEN_RESOLUTION``).
+    """
     unique = list(dict.fromkeys(validate_digest(d) for d in digests))
+    await refresh(session, unique)
+    await session.commit()
     present = await sizes_of(session, unique)
-    return [d for d in unique if d not in present]
+    absent = [d for d in unique if d not in present]
+    metrics().missing_query(len(unique), len(absent), sum(present.values()))
+    return absent
 
 
 async def get(session: AsyncSession, digest: str) -> ChunkInfo:
@@ -66,8 +106,24 @@ async def get(session: AsyncSession, digest: str) -> ChunkInfo:
 async def read(session: AsyncSession, store: ObjectStore, digest: str) -> tuple[ChunkInfo, bytes]:
     """A recorded chunk's encoded bytes; a row whose object is gone reads as unknown."""
     info = await get(session, digest)
+    return info, await _read_object(store, digest)
+
+
+async def fetch(session: AsyncSession, store: ObjectStore, digest: str) -> bytes | str:
+    """A recorded chunk's encoded bytes, or a URL to fetch them from when the store hands
+    out direct URLs (S3 with presigned redirects on); raises ``NotFound`` (CHUNK_UNKNOWN).
+
+    The URL is not checked against the store (that would cost a request per download):
+    an object lost behind the index's back fails at the URL's host with a 404.
+    """
+    await get(session, digest)
+    url = await store.presigned_url(chunk_key(digest))
+    return url if url is not None else await _read_object(store, digest)
+
+
+async def _read_object(store: ObjectStore, digest: str) -> bytes:
     try:
-        return info, await store.get(chunk_key(digest))
+        return await store.get(chunk_key(digest))
     except ObjectNotFound:
         log.error("chunk %s is in the index but not in the object store", digest)
         raise _unknown(digest) from None
@@ -93,19 +149,38 @@ async def upload(
     info = ChunkInfo(digest, raw_length, len(blob))
     key = chunk_key(digest)
     existing = await session.get(Chunk, digest)
-    if existing is not None and await store.exists(key):
+    live = existing is not None and existing.gc_pending_since is None
+    if existing is not None and live and await store.exists(key):
+        await refresh(session, [digest])
+        await session.commit()
+        metrics().chunk_upload(False, existing.size)
         return ChunkInfo(existing.digest, existing.size, existing.stored_size), False
     await store.put(key, blob)
+    now = utcnow()
     stmt = dialect.insert(session, Chunk).values(
-        digest=digest, size=info.size, stored_size=info.stored_size, created_at=utcnow()
+        digest=digest,
+        size=info.size,
+        stored_size=info.stored_size,
+        created_at=now,
+        last_seen_at=now,
+        gc_pending_since=None,
     )
     # A concurrent upload of the same chunk may have recorded it first: same content.
+    # A row the collector condemned is revived (and its clock restarted).
     stmt = stmt.on_conflict_do_update(
-        index_elements=["digest"], set_={"stored_size": info.stored_size}
+        index_elements=["digest"],
+        set_={"stored_size": info.stored_size, "last_seen_at": now, "gc_pending_since": None},
     )
     await session.execute(stmt)
+    # This transaction now holds the row (PostgreSQL: row lock; SQLite: the write lock), so
+    # no collector can be between deleting this row and deleting its object: a sweep that
+    # removed our object after the put above has committed. Put it back if so.
+    if not await store.exists(key):
+        log.warning("chunk %s was collected during its upload; storing it again", digest)
+        await store.put(key, blob)
     await session.commit()
-    return info, existing is None
+    metrics().chunk_upload(True, info.size)
+    return info, not live
 
 
 def _unknown(digest: str) -> NotFound:

@@ -9,7 +9,7 @@ again only (re)moves the tag.
 from __future__ import annotations
 
 from anyio import to_thread
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wreg.core.digest import digest_bytes, validate_digest
@@ -48,7 +48,9 @@ async def commit(
     """Record manifest ``digest`` in repository ``name`` (creating it); True if new.
 
     Everything — repository, manifest, its chunk edges, the tag — lands in one
-    transaction, so a failed commit leaves nothing behind.
+    transaction, so a failed commit leaves nothing behind. The repository row is locked
+    first (``ensure``), like every other tag or manifest change, so a concurrent delete of
+    this manifest or move of this tag runs wholly before or after this commit.
     """
     validate_name(name)
     validate_digest(digest)
@@ -56,14 +58,12 @@ async def commit(
         validate_tag(tag)
     manifest = await to_thread.run_sync(parse_verified, digest, body)
 
+    repo_id = await repositories.ensure(session, name)
     manifest_id = await _find(session, name, digest)
     created = manifest_id is None
     if manifest_id is None:
         await _check_chunks(session, manifest)
-        repo_id = await repositories.ensure(session, name)
         manifest_id = await _insert(session, repo_id, digest, body, manifest)
-    else:
-        repo_id = await repositories.ensure(session, name)
     if tag is not None:
         await tags.upsert(session, repo_id, tag, manifest_id)
     await session.commit()
@@ -92,6 +92,27 @@ async def resolve(session: AsyncSession, name: str, reference: str) -> ManifestB
         if row is None:
             raise tags.unknown(name, reference)
     return ManifestBody(name, row.digest, row.body)
+
+
+async def remove(session: AsyncSession, name: str, digest: str) -> list[str]:
+    """Delete manifest ``digest`` of ``name`` and every tag pointing at it; returns the tags.
+
+    Its chunk edges go with it, so chunks only it referenced become garbage for the next
+    GC run (after their grace period, counted from their last upload or query).
+    """
+    validate_name(name)
+    validate_digest(digest)
+    repo_id = await repositories.require(session, name)
+    manifest_id = await find_id(session, repo_id, digest)
+    await repositories.touch(session, repo_id)  # repository row before tag rows (see touch)
+    removed = await session.scalars(
+        delete(Tag).where(Tag.manifest_id == manifest_id).returning(Tag.name)
+    )
+    tag_names = sorted(removed)
+    await session.execute(delete(ManifestChunk).where(ManifestChunk.manifest_id == manifest_id))
+    await session.execute(delete(ManifestRow).where(ManifestRow.id == manifest_id))
+    await session.commit()
+    return tag_names
 
 
 async def find_id(session: AsyncSession, repo_id: int, digest: str) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wreg.core.errors import NotFound
@@ -36,8 +36,19 @@ async def require(session: AsyncSession, name: str) -> int:
 
 
 async def touch(session: AsyncSession, repo_id: int) -> None:
-    repo = await session.get_one(Repository, repo_id)
-    repo.updated_at = utcnow()
+    """Mark the repository updated now, holding its row lock until the transaction ends.
+
+    The ``UPDATE`` runs at once (not at flush), so calling this *before* changing tags
+    makes tag changes in one repository take their locks in one order — repository row,
+    then tag rows, as a manifest commit does through ``ensure`` — and so serialize instead
+    of deadlocking: a row lock on PostgreSQL, the database write lock on SQLite.
+    """
+    await session.execute(
+        update(Repository)
+        .where(Repository.id == repo_id)
+        .values(updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def list_all(session: AsyncSession) -> list[RepositoryInfo]:

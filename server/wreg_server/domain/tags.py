@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wreg.core.digest import validate_digest
-from wreg.core.errors import NotFound
+from wreg.core.errors import NotFound, RegistryError
 from wreg.core.reference import validate_name, validate_tag
 from wreg_server.db import dialect
 from wreg_server.db.models import Manifest, Tag
@@ -21,8 +24,51 @@ def unknown(name: str, tag: str) -> NotFound:
     )
 
 
-async def upsert(session: AsyncSession, repo_id: int, tag: str, manifest_id: int) -> None:
-    """Point ``tag`` at ``manifest_id`` (create or move); the caller commits."""
+@dataclass(frozen=True, slots=True)
+class Precondition:
+    """What the tag must point at for a change to apply (HTTP ``If-Match``/``If-None-Match``).
+
+    ``if_match``: the tag's current digest must be one of these (``"*"``: the tag must
+    exist). ``if_none_match``: it must be none of these (``"*"``: the tag must not exist).
+    ``None`` leaves that side unchecked.
+    """
+
+    if_match: tuple[str, ...] | None = None
+    if_none_match: tuple[str, ...] | None = None
+
+    def holds(self, current: str | None) -> bool:
+        if self.if_match is not None and not _matches(current, self.if_match):
+            return False
+        return self.if_none_match is None or not _matches(current, self.if_none_match)
+
+
+def _matches(current: str | None, etags: tuple[str, ...]) -> bool:
+    return current is not None and ("*" in etags or current in etags)
+
+
+def conflict(name: str, tag: str, current: str | None, precondition: Precondition) -> RegistryError:
+    where = f"points at {current}" if current is not None else "does not exist"
+    return RegistryError(
+        f"tag {tag!r} of {name!r} {where}, which the request's precondition excludes",
+        code="TAG_CONFLICT",
+        detail={
+            "name": name,
+            "tag": tag,
+            "current": current,
+            "if_match": list(precondition.if_match) if precondition.if_match else None,
+            "if_none_match": (
+                list(precondition.if_none_match) if precondition.if_none_match else None
+            ),
+        },
+    )
+
+
+async def upsert(session: AsyncSession, repo_id: int, tag: str, manifest_id: int) -> datetime:
+    """Point ``tag`` at ``manifest_id`` (create or move); the caller commits.
+
+    Last writer wins: ``INSERT … ON CONFLICT DO UPDATE`` is atomic on both backends.
+    Returns the tag's new ``updated_at``.
+    """
     now = utcnow()
     stmt = dialect.insert(session, Tag).values(
         repository_id=repo_id, name=tag, manifest_id=manifest_id, updated_at=now
@@ -32,20 +78,45 @@ async def upsert(session: AsyncSession, repo_id: int, tag: str, manifest_id: int
         set_={"manifest_id": manifest_id, "updated_at": now},
     )
     await session.execute(stmt)
+    return now
 
 
-async def put(session: AsyncSession, name: str, tag: str, digest: str) -> TagInfo:
-    """Point ``name@tag`` at manifest ``digest``, which must already be in ``name``."""
+async def _current(session: AsyncSession, repo_id: int, tag: str) -> str | None:
+    """The digest ``tag`` points at now, or None."""
+    return await session.scalar(
+        select(Manifest.digest)
+        .join(Tag, Tag.manifest_id == Manifest.id)
+        .where(Tag.repository_id == repo_id, Tag.name == tag)
+    )
+
+
+async def put(
+    session: AsyncSession,
+    name: str,
+    tag: str,
+    digest: str,
+    precondition: Precondition | None = None,
+) -> TagInfo:
+    """Point ``name@tag`` at manifest ``digest``, which must already be in ``name``.
+
+    Without a precondition the last writer wins. With one, the check and the move happen
+    under the repository's lock (``repositories.touch``), so of several clients moving
+    the tag from the same digest exactly one succeeds; the others get ``TAG_CONFLICT``.
+    """
     from wreg_server.domain.manifests import find_id  # manifests imports this module
 
     validate_tag(tag)
     validate_digest(digest)
     repo_id = await repositories.require(session, name)
+    await repositories.touch(session, repo_id)  # lock before reading what the tag is
     manifest_id = await find_id(session, repo_id, digest)
-    await upsert(session, repo_id, tag, manifest_id)
-    await repositories.touch(session, repo_id)
+    if precondition is not None:
+        current = await _current(session, repo_id, tag)
+        if not precondition.holds(current):
+            raise conflict(name, tag, current, precondition)
+    updated_at = await upsert(session, repo_id, tag, manifest_id)
     await session.commit()
-    return await get(session, name, tag)
+    return TagInfo(name, tag, digest, updated_at)
 
 
 async def get(session: AsyncSession, name: str, tag: str) -> TagInfo:
@@ -64,16 +135,22 @@ async def get(session: AsyncSession, name: str, tag: str) -> TagInfo:
     return TagInfo(name, tag, row.digest, row.updated_at)
 
 
-async def remove(session: AsyncSession, name: str, tag: str) -> None:
+async def remove(
+    session: AsyncSession, name: str, tag: str, precondition: Precondition | None = None
+) -> None:
     """Delete a tag (its manifest stays, reachable by digest until GC)."""
     validate_tag(tag)
     repo_id = await repositories.require(session, name)
+    await repositories.touch(session, repo_id)  # lock order: repository, then tag
+    if precondition is not None:
+        current = await _current(session, repo_id, tag)
+        if current is not None and not precondition.holds(current):
+            raise conflict(name, tag, current, precondition)
     result = await session.execute(
         delete(Tag).where(Tag.repository_id == repo_id, Tag.name == tag).returning(Tag.id)
     )
     if result.first() is None:
         raise unknown(name, tag)
-    await repositories.touch(session, repo_id)
     await session.commit()
 
 

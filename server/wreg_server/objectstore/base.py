@@ -9,8 +9,10 @@ storage driver. Every public method's failures:
 
 * ``InvalidKey`` — the key is not well formed (any method);
 * ``ObjectNotFound`` — ``get`` / ``size`` of a key that does not exist;
-* anything else (``OSError``, a network error) — the backend is broken; callers report it
-  as an internal error rather than guessing.
+* ``presigned_url`` never fails for a missing key: it is an optional capability that
+  answers ``None`` unless the backend can hand out direct URLs;
+* anything else (``OSError``, a network error) — the backend is broken or unreachable;
+  callers do not guess, and the API answers it as ``503 UNAVAILABLE`` (``api/middleware.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Final
 
 _SEGMENT: Final = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
@@ -89,6 +92,28 @@ class ObjectStore(ABC):
     def list(self, prefix: str = "") -> AsyncIterator[str]:
         """Every key that starts with ``prefix`` (plain string prefix), in sorted order."""
         return self._list(check_prefix(prefix))
+
+    def local_path(self, key: str) -> Path | None:
+        """The file holding ``key`` if this store keeps objects as local files, else None.
+
+        Optional capability, used to serve downloads with the OS's file path (sendfile
+        where the ASGI server supports it) instead of reading objects into memory. The
+        file may vanish at any moment (GC): callers must handle ``FileNotFoundError``.
+        """
+        check_key(key)
+        return None
+
+    async def presigned_url(self, key: str) -> str | None:
+        """A URL from which a client may GET ``key`` directly, bypassing the server.
+
+        Optional capability: ``None`` (the default) means "serve the bytes yourself". A
+        backend that returns a URL (S3 with redirects on) makes it expire soon, and does not
+        check that the object exists — fetching a missing one fails at the URL's host.
+        """
+        return await self._presigned_url(check_key(key))
+
+    async def _presigned_url(self, key: str) -> str | None:
+        return None
 
     async def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release connections or handles; the default has none."""

@@ -18,7 +18,7 @@ from typing import Final
 
 from anyio import to_thread
 
-from wreg_server.objectstore.base import ObjectNotFound, ObjectStore
+from wreg_server.objectstore.base import ObjectNotFound, ObjectStore, check_key
 
 _STAGING: Final = ".tmp"
 
@@ -35,6 +35,9 @@ class FilesystemStore(ObjectStore):
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*key.split("/"))
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(check_key(key))
 
     async def _put(self, key: str, data: bytes) -> None:
         await to_thread.run_sync(self._put_sync, key, data)

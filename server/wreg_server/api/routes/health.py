@@ -1,15 +1,17 @@
-"""Liveness (``/healthz``: the process answers) and readiness (``/readyz``: backends answer)."""
+"""Liveness (``/healthz``: the process answers), readiness (``/readyz``: backends answer)
+and Prometheus metrics (``/metrics``, see ``wreg_server/metrics.py``)."""
 
 from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from sqlalchemy import text
 
 from wreg.core.errors import RegistryError
 from wreg_server.api.deps import ContextDep
 from wreg_server.api.schemas import Health
+from wreg_server.metrics import CONTENT_TYPE_LATEST, Metrics
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
@@ -31,3 +33,11 @@ async def readyz(context: ContextDep) -> Health:
         log.warning("not ready: %s", exc)
         raise RegistryError(f"backend unavailable: {exc}", code="UNAVAILABLE") from None
     return Health(status="ok")
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+async def metrics(request: Request) -> Response:
+    """This process's counters in the Prometheus text format."""
+    registry = request.app.state.metrics
+    assert isinstance(registry, Metrics)
+    return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)

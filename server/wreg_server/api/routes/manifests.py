@@ -49,6 +49,18 @@ async def put_manifest(
     return ManifestCommitted(name=name, digest=digest, tag=tag)
 
 
+@router.delete("/{name:path}/manifests/{digest}", status_code=204, response_class=Response)
+async def delete_manifest(name: str, digest: str, session: SessionDep) -> Response:
+    """Delete the manifest (by digest only) and every tag pointing at it.
+
+    Its chunks stay until ``wreg-server gc`` finds them unreferenced past the grace period.
+    """
+    validate_name(name)
+    validate_digest(digest)
+    await manifests.remove(session, name, digest)
+    return Response(status_code=204)
+
+
 @router.get(
     "/{name:path}/manifests/{reference}",
     response_class=Response,

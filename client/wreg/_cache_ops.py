@@ -1,0 +1,342 @@
+"""Node cache maintenance: list, prune, pin, verify (``wreg cache ...``).
+
+A snapshot is **in use** while a pull of it runs (it holds ``locks/snapshot-<hex>.lock``)
+or while a process this user can see (``/proc``; all of them as root) has one of its
+files open or memory-mapped — by inode, so hardlinked ``-o`` copies count too. Prune
+never removes a snapshot in use or pinned; it removes partial downloads nobody is
+working on, then blobs no snapshot references, then least recently used snapshots,
+until the cache fits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wreg import _buffers
+from wreg._cache import NodeCache
+from wreg._results import CachedSnapshot, CacheListing, PruneResult, VerifyResult
+from wreg.core.digest import Hasher, hex_of
+from wreg.core.errors import InvalidInput, NotFound, WregError
+from wreg.core.manifest import Manifest
+from wreg.core.reference import Reference
+
+if TYPE_CHECKING:
+    from filelock import SoftFileLease
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+
+def parse_size(text: str) -> int:
+    """``500M``, ``1.5GiB``, ``2TB``, ``1000`` → bytes (k/M/G/T are decimal, KiB... binary)."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = m.group(2).lower() if m else ""
+    if m is None or unit not in _UNITS:
+        raise InvalidInput(
+            f"invalid size {text!r}: expected e.g. 500M, 20G, 1.5TiB", code="BODY_INVALID"
+        )
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def local_manifest(cache: NodeCache, ref: Reference) -> Manifest:
+    """The manifest ``ref`` names in the node cache, without the network."""
+    from wreg._pull import resolve_offline
+
+    return resolve_offline(cache, ref)
+
+
+def _known_snapshots(cache: NodeCache) -> list[tuple[str, str]]:
+    return sorted(set(cache.snapshots()))
+
+
+def _blobs(cache: NodeCache) -> dict[str, os.stat_result]:
+    found = {}
+    with os.scandir(cache.root / "blobs") as it:
+        for e in it:
+            if _HEX.fullmatch(e.name):
+                with contextlib.suppress(FileNotFoundError):
+                    found[e.name] = e.stat(follow_symlinks=False)
+    return found
+
+
+def _partials(cache: NodeCache) -> dict[str, int]:
+    """file hex -> bytes of its .part and .progress."""
+    sizes: dict[str, int] = {}
+    with os.scandir(cache.root / "tmp") as it:
+        for e in it:
+            stem = e.name.split(".", 1)[0]
+            if _HEX.fullmatch(stem):
+                with contextlib.suppress(FileNotFoundError):
+                    sizes[stem] = sizes.get(stem, 0) + e.stat().st_size
+    return sizes
+
+
+def listing(cache: NodeCache) -> CacheListing:
+    info = cache.snapshot_info()
+    tags: dict[tuple[str, str], list[str]] = {}
+    for repo, tag, digest in cache.refs():
+        tags.setdefault((repo, digest), []).append(tag)
+    snapshots = []
+    for repo, digest in _known_snapshots(cache):
+        manifest = cache.load_manifest(digest)
+        files = manifest.files if manifest else ()
+        last_used, pinned = info.get((repo, digest), (0.0, False))
+        if not last_used:
+            with contextlib.suppress(OSError):
+                last_used = cache.snapshot_dir(repo, digest).stat().st_mtime
+        snapshots.append(
+            CachedSnapshot(
+                repository=repo,
+                manifest=digest,
+                tags=sorted(tags.get((repo, digest), [])),
+                files=len(files),
+                bytes_total=sum(e.size for e in files),
+                complete=manifest is not None and all(cache.has_blob(e) for e in files),
+                last_used=last_used,
+                pinned=pinned,
+            )
+        )
+    snapshots.sort(key=lambda s: s.last_used, reverse=True)
+    return CacheListing(
+        path=str(cache.root),
+        snapshots=snapshots,
+        bytes_blobs=sum(st.st_size for st in _blobs(cache).values()),
+        bytes_partial=sum(_partials(cache).values()),
+    )
+
+
+def set_pin(cache: NodeCache, ref: Reference, pinned: bool) -> str:
+    """Pin (or unpin) the snapshot ``ref`` names in the cache; returns its manifest digest."""
+    manifest = local_manifest(cache, ref)
+    if not cache.snapshot_dir(ref.name, manifest.digest).exists():
+        raise NotFound(
+            f"{ref} ({manifest.digest}) is not in the node cache; pull it first",
+            code="MANIFEST_UNKNOWN",
+        )
+    cache.set_pinned(ref.name, manifest.digest, pinned)
+    return manifest.digest
+
+
+def open_inodes() -> set[tuple[int, int]]:
+    """(device, inode) of every file some visible process has open or mapped."""
+    found: set[tuple[int, int]] = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    st = os.stat(f"/proc/{pid}/fd/{fd}")
+                    found.add((st.st_dev, st.st_ino))
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as maps:
+            for line in maps:
+                parts = line.split(None, 5)
+                if len(parts) >= 6 and parts[4] != "0":
+                    major, minor = (int(x, 16) for x in parts[3].split(":"))
+                    found.add((os.makedev(major, minor), int(parts[4])))
+    return found
+
+
+@contextlib.contextmanager
+def _held(locks: list[SoftFileLease]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for lock in locks:
+            with contextlib.suppress(Exception):
+                lock.release()
+
+
+def _try(lock: SoftFileLease) -> bool:
+    from filelock import Timeout
+
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        return False
+    return True
+
+
+def prune(cache: NodeCache, max_size: int, dry_run: bool = False) -> PruneResult:
+    """Shrink the cache to ``max_size`` bytes (blobs + partial downloads), never touching
+    a snapshot in use or pinned."""
+    prune_lock = cache.lock("prune")
+    prune_lock.acquire()
+    held: list[SoftFileLease] = [prune_lock]
+    with _held(held):
+        blobs = _blobs(cache)
+        partials = _partials(cache)
+        size_before = sum(st.st_size for st in blobs.values()) + sum(partials.values())
+        size = size_before
+        info = cache.snapshot_info()
+        opened = open_inodes()
+        manifests: dict[str, Manifest | None] = {}
+
+        def manifest_of(digest: str) -> Manifest | None:
+            if digest not in manifests:
+                manifests[digest] = cache.load_manifest(digest)
+            return manifests[digest]
+
+        snapshots = _known_snapshots(cache)
+        # Pulls in flight hold their manifest's lock, with or without a snapshot dir yet.
+        busy_manifests: set[str] = set()
+        for lock_file in (cache.root / "locks").glob("snapshot-*.lock"):
+            hex_digest = lock_file.name[len("snapshot-") : -len(".lock")]
+            if _HEX.fullmatch(hex_digest):
+                lock = cache.lock(f"snapshot-{hex_digest}")
+                if _try(lock):
+                    held.append(lock)
+                else:
+                    busy_manifests.add(f"blake3:{hex_digest}")
+        in_use, pinned, candidates = [], [], []
+        for repo, digest in snapshots:
+            manifest = manifest_of(digest)
+            files = manifest.files if manifest else ()
+            is_open = any(
+                (blobs[h].st_dev, blobs[h].st_ino) in opened
+                for h in (hex_of(e.digest) for e in files)
+                if h in blobs
+            )
+            if digest in busy_manifests or is_open:
+                in_use.append((repo, digest))
+            elif info.get((repo, digest), (0.0, False))[1]:
+                pinned.append((repo, digest))
+            else:
+                candidates.append((repo, digest))
+        refcount: dict[str, int] = {}
+        for digest in {d for _, d in snapshots} | busy_manifests:
+            manifest = manifest_of(digest)
+            for h in {hex_of(e.digest) for e in manifest.files} if manifest else ():
+                refcount[h] = refcount.get(h, 0) + 1
+
+        def drop_blob(h: str) -> None:
+            nonlocal size
+            st = blobs.pop(h, None)
+            if st is None or (st.st_dev, st.st_ino) in opened:
+                return
+            size -= st.st_size
+            if not dry_run:
+                cache.remove_blob(h)
+
+        # 1. partial downloads nobody is working on (their file lock is free)
+        for h, nbytes in partials.items():
+            if size <= max_size:
+                break
+            lock = cache.lock(f"file-{h}")
+            if _try(lock):
+                held.append(lock)
+                size -= nbytes
+                if not dry_run:
+                    for suffix in (".part", ".progress"):
+                        (cache.root / "tmp" / f"{h}{suffix}").unlink(missing_ok=True)
+        # 2. blobs no snapshot references (least recently modified first)
+        for h in sorted(
+            (h for h in blobs if refcount.get(h, 0) == 0), key=lambda h: blobs[h].st_mtime
+        ):
+            if size <= max_size:
+                break
+            drop_blob(h)
+        # 3. snapshots, least recently used first
+        candidates.sort(key=lambda s: info.get(s, (0.0, False))[0])
+        removed = []
+        for repo, digest in candidates:
+            if size <= max_size:
+                break
+            removed.append(f"{repo}@{digest}")
+            manifest = manifest_of(digest)
+            if not dry_run:
+                cache.forget_snapshot(repo, digest)
+                for ref_repo, tag, target in list(cache.refs()):
+                    if ref_repo == repo and target == digest:
+                        cache.remove_ref(repo, tag)
+            for h in {hex_of(e.digest) for e in manifest.files} if manifest else ():
+                refcount[h] -= 1
+                if refcount[h] == 0:
+                    drop_blob(h)
+    return PruneResult(
+        removed=removed,
+        kept_in_use=[f"{r}@{d}" for r, d in in_use],
+        kept_pinned=[f"{r}@{d}" for r, d in pinned],
+        bytes_before=size_before,
+        bytes_after=size,
+        dry_run=dry_run,
+    )
+
+
+def _blob_ok(path: Path) -> bool:
+    size = _buffers.buffer_size(8 << 20)
+    buf = _buffers.take(size)
+    view = memoryview(buf)
+    hasher = Hasher()
+    try:
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(view):
+                hasher.update(view[:n])
+    finally:
+        _buffers.give(buf)
+    return hasher.digest() == f"blake3:{path.name}"
+
+
+def verify(
+    cache: NodeCache,
+    repair: Callable[[str, str], None] | None = None,
+) -> VerifyResult:
+    """Re-hash every blob against its name and find snapshots whose files are missing or
+    corrupt. Corrupt blobs are removed (a pull trusts a blob of the right size, so one
+    left in place would be linked into the next ``-o`` dir; gone, the next pull fetches
+    it again). With ``repair(repository, manifest_digest)`` (a pull by digest), the
+    affected snapshots are pulled again at once."""
+    blobs = _blobs(cache)
+    corrupt = [h for h in sorted(blobs) if not _blob_ok(cache.root / "blobs" / h)]
+    for h in corrupt:
+        cache.remove_blob(h)
+    snapshots = _known_snapshots(cache)
+
+    def damaged(bad: set[str]) -> list[tuple[str, str]]:
+        out = []
+        for repo, digest in snapshots:
+            manifest = cache.load_manifest(digest)
+            if manifest is None:
+                continue
+            root = cache.snapshot_dir(repo, digest)
+            linked = [e for e in manifest.files if os.path.lexists(root / e.path)]
+            if any(hex_of(e.digest) in bad or not cache.has_blob(e) for e in linked):
+                out.append((repo, digest))
+        return out
+
+    broken = damaged(set(corrupt))
+    repaired: list[str] = []
+    if repair is not None:
+        for repo, digest in broken:
+            with contextlib.suppress(WregError, OSError):
+                repair(repo, digest)
+                repaired.append(f"{repo}@{digest}")
+        broken = damaged(set())
+    return VerifyResult(
+        blobs_checked=len(blobs),
+        bytes_checked=sum(st.st_size for st in blobs.values()),
+        corrupt=[f"blake3:{h}" for h in corrupt],
+        incomplete=[f"{r}@{d}" for r, d in broken],
+        repaired=repaired,
+        ok=not broken and (repair is not None or not corrupt),
+    )

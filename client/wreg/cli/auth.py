@@ -1,0 +1,76 @@
+"""Credentials: ``login`` and ``logout``.
+
+``wreg login`` checks the token against the registry (``GET /v1/tokens/self``) before
+saving it, so a typo is caught now rather than at the next push.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from wreg.cli._common import JsonOpt, UrlOpt, app, emit, errors
+
+
+def _read_token() -> str:
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("token: ").strip()
+    return sys.stdin.readline().strip()
+
+
+@app.command()
+def login(
+    url: UrlOpt = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            help="The token (from `wreg-server token create`); default: read from stdin, "
+            "or prompted for on a terminal.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a token against the registry and store it for that registry (file mode 0600)."""
+    from wreg._client import Client
+    from wreg._credentials import save_token
+
+    with errors():
+        secret = token if token is not None else _read_token()
+        if not secret:
+            typer.echo("error: no token given", err=True)
+            raise typer.Exit(1)
+        client = Client(url, secret)
+        me = client.whoami()
+        path = save_token(client.url, secret)
+    scopes = " ".join(me.get("scopes") or [])
+    text = f"logged in to {client.url} as {me.get('name')!r} ({scopes}); token saved in {path}"
+    if not me.get("auth"):
+        text = f"saved the token for {client.url} in {path} (the registry has auth off)"
+    emit(
+        as_json,
+        {
+            "url": client.url,
+            "name": me.get("name"),
+            "scopes": me.get("scopes"),
+            "auth": me.get("auth"),
+        },
+        text,
+    )
+
+
+@app.command()
+def logout(url: UrlOpt = None) -> None:
+    """Forget the token stored for the registry."""
+    from wreg._config import ClientSettings
+    from wreg._credentials import remove_token
+
+    target = (url or ClientSettings().url).rstrip("/")
+    with errors():
+        removed = remove_token(target)
+    typer.echo(f"logged out of {target}" if removed else f"no token stored for {target}")

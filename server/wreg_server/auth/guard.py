@@ -1,0 +1,215 @@
+"""The one dependency every API route runs first: validate path parameters, authenticate,
+authorize. Applied app-wide (``FastAPI(dependencies=[Depends(guard)])``), so route
+modules never check tokens themselves and a new route is covered the day it is added.
+
+What a request needs is derived from its method and route template:
+
+    /healthz, /readyz, /metrics                  open (so are /docs, /openapi.json)
+    /v1/repositories/{name}/...                  GET/HEAD: pull on name; else: push on name
+    GET /v1/repositories                         any caller; lists what it may pull
+    GET/HEAD /v1/chunks/{digest}                 pull on some repository (or anonymous)
+    PUT /v1/chunks/{digest}, POST .../missing    push on some repository
+    GET /v1/tokens/self                          any caller (who am I)
+    /v1/tokens...                                admin on *
+    anything else                                admin on * (fail closed)
+
+Chunks are content-addressed and global — one chunk may belong to models in many
+repositories — so chunk routes need the action on *some* repository, not a particular
+one (README, "Security model"). Without a token: 401 ``UNAUTHORIZED`` with
+``WWW-Authenticate: Bearer``, unless anonymous pull is on and the request only pulls; with
+a token lacking the scope: 403 ``DENIED``. Path parameters (name, digest, tag, reference,
+token name) are validated here, before the token's scopes are matched against them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Annotated, Final, Literal
+
+from fastapi import Depends, Request
+
+from wreg.core.digest import validate_digest
+from wreg.core.errors import AuthError
+from wreg.core.reference import validate_name, validate_tag
+from wreg_server.api.deps import AppContext, get_context
+from wreg_server.auth import tokens
+from wreg_server.auth.scopes import Action, Principal
+
+log = logging.getLogger(__name__)
+
+OPEN_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+PULL_METHODS: Final = frozenset({"GET", "HEAD"})
+# Every path parameter a route may declare, with its validator (see validate_params).
+PATH_PARAMETERS: Final = frozenset({"name", "digest", "tag", "reference", "token_name"})
+
+Kind = Literal["open", "caller", "listing", "repository", "chunks", "manage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """What a request needs: ``kind`` of check, the action, and the repository if any."""
+
+    kind: Kind
+    action: Action = "admin"
+    repository: str | None = None
+
+
+def required(method: str, route: str, params: dict[str, str]) -> Need:
+    """The access a request needs, from its method, route template and path parameters."""
+    action: Action = "pull" if method.upper() in PULL_METHODS else "push"
+    if route in OPEN_ROUTES:
+        return Need("open")
+    if route == "/v1/tokens/self":
+        return Need("caller")
+    if route == "/v1/repositories" and action == "pull":
+        return Need("listing", "pull")
+    if route.startswith("/v1/repositories/") and "name" in params:
+        return Need("repository", action, params["name"])
+    if route.startswith("/v1/chunks/"):
+        return Need("chunks", action)
+    return Need("manage")
+
+
+def validate_params(params: dict[str, str]) -> None:
+    """Validate every path parameter (name first, as the domain code does)."""
+    unknown = set(params) - PATH_PARAMETERS
+    if unknown:  # a route with a parameter nobody validates: a server bug, fail closed
+        raise RuntimeError(f"path parameters without a validator: {sorted(unknown)}")
+    if "name" in params:
+        validate_name(params["name"])
+    if "digest" in params:
+        validate_digest(params["digest"])
+    if "tag" in params:
+        validate_tag(params["tag"])
+    if "reference" in params:
+        reference = params["reference"]
+        if reference.startswith("blake3:"):
+            validate_digest(reference)
+        else:
+            validate_tag(reference)
+    if "token_name" in params:
+        tokens.validate_name(params["token_name"])
+
+
+class TokenCache:
+    """Verified tokens (by hash) for ``ttl`` seconds, so a pull's thousands of chunk GETs
+    cost one index lookup per token per ``ttl`` rather than one each. A revocation made
+    elsewhere takes effect here within ``ttl``; one made through this process at once."""
+
+    MAX_ENTRIES: Final = 10_000
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, token_hash: str) -> Principal | None:
+        entry = self._entries.get(token_hash)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, token_hash: str, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[token_hash] = (time.monotonic() + self.ttl, principal)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def token_cache(request: Request) -> TokenCache:
+    """The app's cache (created on first use, with the app's settings' TTL)."""
+    state = request.app.state
+    cache = getattr(state, "token_cache", None)
+    if cache is None:
+        cache = TokenCache(get_context(request).settings.auth_cache_seconds)
+        state.token_cache = cache
+    assert isinstance(cache, TokenCache)
+    return cache
+
+
+def _unauthorized(message: str, invalid_token: bool = False) -> AuthError:
+    return AuthError(
+        message, code="UNAUTHORIZED", detail={"invalid_token": True} if invalid_token else None
+    )
+
+
+async def authenticate(request: Request, context: AppContext) -> Principal:
+    """The principal the request's bearer token names; anonymous or 401 without one."""
+    header = request.headers.get("authorization")
+    if header is None:
+        if context.settings.anonymous_pull:
+            return Principal.anonymous()
+        raise _unauthorized("this registry requires a token: run `wreg login` or set WREG_TOKEN")
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value:
+        raise _unauthorized("the Authorization header must be 'Bearer <token>'", True)
+    token_hash = tokens.hash_token(value)
+    cache = token_cache(request)
+    principal = cache.get(token_hash)
+    if principal is not None:
+        return principal
+    async with context.sessions() as session:
+        info = await tokens.verify(session, value)
+    if info is None:
+        raise _unauthorized("the token is unknown or revoked", True)
+    principal = Principal(info.name, info.scopes)
+    cache.put(token_hash, principal)
+    return principal
+
+
+def _denied(principal: Principal, needed: str) -> AuthError:
+    if principal.is_anonymous:
+        return _unauthorized(f"{needed} needs a token: run `wreg login` or set WREG_TOKEN")
+    return AuthError(
+        f"token {principal.name!r} may not {needed}",
+        code="DENIED",
+        detail={"token": principal.name, "needed": needed},
+    )
+
+
+async def guard(request: Request) -> None:
+    """Validate path parameters, then authenticate and authorize (see module docstring).
+
+    Stores the principal in ``request.state.principal`` for routes that filter by it.
+    """
+    route = request.scope.get("route")
+    template = str(getattr(route, "path_format", None) or request.url.path)
+    params = {k: str(v) for k, v in request.path_params.items()}
+    need = required(request.method, template, params)
+    if need.kind == "open":
+        return
+    context = get_context(request)
+    if context.settings.auth_enabled:
+        principal = await authenticate(request, context)
+    else:
+        principal = Principal.unrestricted()
+    validate_params(params)
+    request.state.principal = principal
+    if need.kind in ("caller", "listing"):
+        return
+    if need.kind == "repository":
+        assert need.repository is not None
+        if not principal.can(need.action, need.repository):
+            raise _denied(principal, f"{need.action} {need.repository!r}")
+    elif need.kind == "chunks":
+        if not principal.can_any(need.action):
+            raise _denied(principal, f"{need.action} chunks (needs {need.action} on a repository)")
+    elif not principal.can_manage_tokens():
+        raise _denied(principal, "manage tokens (needs admin:*)")
+
+
+def get_principal(request: Request) -> Principal:
+    """The principal ``guard`` stored; a route reached without ``guard`` is a server bug."""
+    principal = getattr(request.state, "principal", None)
+    if not isinstance(principal, Principal):
+        raise RuntimeError("route reached without the auth guard")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

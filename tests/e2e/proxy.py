@@ -1,0 +1,107 @@
+"""A counting, throttling HTTP proxy in front of a real wreg-server (runs in a thread).
+
+It forwards every request and counts chunk GETs per digest, so a test can tell exactly
+which bytes crossed the wire. ``delay`` slows each chunk GET; after ``serve_limit`` chunk
+GETs further ones hang (the client sees a stalled server) until ``unblock()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import aiohttp
+from aiohttp import web
+
+
+class Proxy:
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.gets: Counter[str] = Counter()
+        self.delay = 0.0
+        self.serve_limit: int | None = None
+        self._generation = 0
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def served(self) -> int:
+        return sum(self.gets.values())
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        session = aiohttp.ClientSession(auto_decompress=False)
+        app = web.Application(client_max_size=64 << 20)
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            path = request.path_qs
+            chunk = request.method == "GET" and request.path.startswith("/v1/chunks/")
+            if chunk:
+                if self.serve_limit is not None and self.served >= self.serve_limit:
+                    generation = self._generation
+                    # polls attributes the test thread sets: no event loop there to signal
+                    while self.serve_limit is not None and self.served >= self.serve_limit:  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+                    if generation != self._generation:  # its client is gone (see unblock)
+                        raise web.HTTPServiceUnavailable()
+                self.gets[request.path.rsplit("/", 1)[1]] += 1
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+            headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+            body = await request.read()
+            async with session.request(
+                request.method, self.upstream + path, headers=headers, data=body or None
+            ) as r:
+                payload = await r.read()
+                keep = {
+                    k: v
+                    for k, v in r.headers.items()
+                    if k.lower() not in {"content-length", "transfer-encoding", "connection"}
+                }
+                return web.Response(status=r.status, body=payload, headers=keep)
+
+        app.router.add_route("*", "/{tail:.*}", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        self._started.set()
+        await self._stop.wait()
+        await session.close()
+        await runner.cleanup()
+
+    def unblock(self) -> None:
+        """Lift ``serve_limit``; requests stalled until now fail (their client was killed)."""
+        self._generation += 1
+        self.serve_limit = None
+
+    def start(self) -> Proxy:
+        self._thread.start()
+        self._started.wait(10)
+        return self
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+@contextmanager
+def proxy(upstream: str) -> Iterator[Proxy]:
+    p = Proxy(upstream).start()
+    try:
+        yield p
+    finally:
+        p.close()
