@@ -13,14 +13,12 @@ import asyncio
 import json
 import random
 import re
+import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-import aiohttp
 import httpx
-from yarl import URL
 
-from wreg.core.encoding import MEDIA_TYPE as CHUNK_MEDIA_TYPE
 from wreg.core.errors import (
     IntegrityError,
     NotFound,
@@ -29,8 +27,13 @@ from wreg.core.errors import (
     WregError,
     error_class_for,
 )
+from wreg.core.mediatypes import CHUNK_MEDIA_TYPE
 from wreg.core.reference import Reference
 from wreg.core.sizes import MAX_MISSING_QUERY
+
+if TYPE_CHECKING:
+    import aiohttp
+    from yarl import URL
 
 T = TypeVar("T")
 _RETRY_STATUSES: Final = {429, 500, 502, 503, 504}
@@ -87,12 +90,20 @@ class Registry:
         self._control = httpx.AsyncClient(
             base_url=self.url, headers=self._headers, timeout=self._timeout
         )
-        self._bulk = aiohttp.ClientSession(
-            headers=self._headers,
-            connector=aiohttp.TCPConnector(limit=self._concurrency),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self._timeout),
-        )
         return self
+
+    def _session(self) -> aiohttp.ClientSession:
+        """The chunk-transfer session, made on first use: aiohttp costs ~0.1 s to import
+        (it builds SSL contexts), which a warm pull or an unchanged re-push never needs."""
+        if self._bulk is None:
+            import aiohttp
+
+            self._bulk = aiohttp.ClientSession(
+                headers=self._headers,
+                connector=aiohttp.TCPConnector(limit=self._concurrency),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self._timeout),
+            )
+        return self._bulk
 
     async def __aexit__(self, *exc: object) -> None:
         if self._control is not None:
@@ -129,21 +140,24 @@ class Registry:
         reason = str(exc) or type(exc).__name__
         if isinstance(exc, TimeoutError):
             reason = f"no answer for {self._timeout:g} s (WREG_TIMEOUT)"
-        if isinstance(exc, aiohttp.ClientConnectorError) and not self._is_registry(
-            URL.build(scheme="https" if exc.ssl else "http", host=exc.host, port=exc.port)
-        ):
+        aio = sys.modules.get("aiohttp")  # not imported: exc cannot be one of its errors
+        connector_error = aio is not None and isinstance(exc, aio.ClientConnectorError)
+        if connector_error and not self._is_registry(_origin_of(exc)):
+            where = f"{getattr(exc, 'host', '?')}:{getattr(exc, 'port', '?')}"
             return TransportError(
-                f"cannot reach the object store at {exc.host}:{exc.port} that the registry "
+                f"cannot reach the object store at {where} that the registry "
                 f"at {self.url} redirected to (is the S3 endpoint in its presigned URLs "
                 f"reachable from here? see WREG_S3_PUBLIC_ENDPOINT): {reason}"
             )
-        if what and not isinstance(exc, aiohttp.ClientConnectorError):
+        if what and not connector_error:
             return TransportError(
                 f"the connection to the registry at {self.url} broke during the {what}: {reason}"
             )
         return TransportError(f"cannot reach the registry at {self.url}: {reason}")
 
     def _is_registry(self, url: URL) -> bool:
+        from yarl import URL
+
         return url.origin() == URL(self.url).origin()
 
     def _download_error(self, digest: str, r: aiohttp.ClientResponse, body: bytes) -> WregError:
@@ -249,8 +263,7 @@ class Registry:
     # -- chunk bodies (aiohttp) ------------------------------------------------------
 
     async def put_chunk(self, digest: str, blob: bytes) -> None:
-        assert self._bulk is not None
-        session = self._bulk
+        session = self._session()
         url = f"{self.url}/v1/chunks/{digest}"
 
         async def once() -> None:
@@ -264,7 +277,7 @@ class Registry:
                     error = _error_from_body(
                         r.status, body, r.headers.get("x-request-id"), f"upload of {digest}"
                     )
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (_aio_client_error(), TimeoutError) as exc:
                 raise _Retryable(self._unreachable(exc, f"upload of chunk {digest}")) from None
             if r.status in _RETRY_STATUSES:
                 raise _Retryable(error)
@@ -274,8 +287,7 @@ class Registry:
 
     async def get_chunk(self, digest: str) -> bytes:
         """The encoded chunk (the caller decodes and verifies it)."""
-        assert self._bulk is not None
-        session = self._bulk
+        session = self._session()
         url = f"{self.url}/v1/chunks/{digest}"
 
         async def once() -> bytes:
@@ -285,7 +297,7 @@ class Registry:
                     if r.status < 400:
                         return body
                     error = self._download_error(digest, r, body)  # may raise _Retryable
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (_aio_client_error(), TimeoutError) as exc:
                 raise _Retryable(self._unreachable(exc, f"download of chunk {digest}")) from None
             if r.status in _RETRY_STATUSES:
                 raise _Retryable(error)
@@ -299,8 +311,7 @@ class Registry:
         A body longer than ``buf`` is refused without retry (the manifest said how big
         the chunk is); the caller decodes and verifies the bytes.
         """
-        assert self._bulk is not None
-        session = self._bulk
+        session = self._session()
         url = f"{self.url}/v1/chunks/{digest}"
         view = memoryview(buf)
 
@@ -321,10 +332,23 @@ class Registry:
                         return n
                     body = await r.read()
                     error = self._download_error(digest, r, body)  # may raise _Retryable
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (_aio_client_error(), TimeoutError) as exc:
                 raise _Retryable(self._unreachable(exc, f"download of chunk {digest}")) from None
             if r.status in _RETRY_STATUSES:
                 raise _Retryable(error)
             raise error
 
         return await with_retries(once)
+
+
+def _aio_client_error() -> type[Exception]:
+    import aiohttp
+
+    return aiohttp.ClientError
+
+
+def _origin_of(exc: Any) -> URL:
+    """The origin an aiohttp ``ClientConnectorError`` failed to reach."""
+    from yarl import URL
+
+    return URL.build(scheme="https" if exc.ssl else "http", host=exc.host, port=exc.port)

@@ -44,7 +44,6 @@ from wreg._cache import FILE_MODE, NodeCache, share_file
 from wreg._progress import Progress
 from wreg._results import PullResult
 from wreg.core.digest import Hasher, digest_bytes
-from wreg.core.encoding import HEADER_SIZE, Codec, Transform, decode_chunk_into, parse_header
 from wreg.core.errors import IntegrityError, InvalidInput, NotFound
 from wreg.core.manifest import FileEntry, Manifest
 from wreg.core.reference import Reference
@@ -441,6 +440,9 @@ def _decode_write(
 ) -> None:
     """Decode and verify one chunk, then ``pwrite`` it wherever it goes (worker thread)."""
     blob = memoryview(encoded)[:n]
+    # Imported here: numpy and zstandard cost a warm pull ~0.1 s of start-up for nothing.
+    from wreg.core.encoding import HEADER_SIZE, Codec, Transform, decode_chunk_into, parse_header
+
     codec, transform, raw_len = parse_header(blob)
     if raw_len != size:
         raise IntegrityError(f"chunk {digest} is {raw_len} bytes, the manifest says {size}")

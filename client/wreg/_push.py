@@ -28,9 +28,7 @@ from typing import TYPE_CHECKING, Final
 from wreg import _buffers
 from wreg._progress import Progress
 from wreg._results import PushResult
-from wreg.core.chunking import plan_file
 from wreg.core.digest import Hasher, digest_bytes
-from wreg.core.encoding import encode_chunk
 from wreg.core.errors import IntegrityError, InvalidInput
 from wreg.core.manifest import MODE_EXEC, MODE_FILE, ChunkRef, FileEntry, Manifest
 from wreg.core.reference import Reference
@@ -235,6 +233,8 @@ async def push(
 
 def _hash_file(f: _File, budget: int) -> None:
     """Cut ``f`` into chunks and hash them and the whole file (worker thread)."""
+    from wreg.core.chunking import plan_file  # lazy: an unchanged re-push never cuts
+
     specs = plan_file(f.path)
     size = _buffers.buffer_size(max((s.length for s in specs), default=1))
     buf = _buffers.take(size)
@@ -318,4 +318,6 @@ def _read_encode(f: _File, chunk: _Chunk, buf: bytearray) -> bytes:
             "push again",
             code="DIGEST_MISMATCH",
         )
+    from wreg.core.encoding import encode_chunk  # lazy: numpy + zstd start-up
+
     return encode_chunk(data, dtype)

@@ -35,11 +35,12 @@ import zstandard
 
 from wreg.core.digest import digest_bytes
 from wreg.core.errors import IntegrityError, InvalidInput
+from wreg.core.mediatypes import CHUNK_MEDIA_TYPE
 from wreg.core.sizes import MAX_CHUNK_RAW
 
 MAGIC: Final = b"WRGC"
 VERSION: Final = 1
-MEDIA_TYPE: Final = "application/vnd.wreg.chunk.v1"
+MEDIA_TYPE: Final = CHUNK_MEDIA_TYPE
 _HEADER = struct.Struct("<4sBBBBQ")
 _PLANE = struct.Struct("<BI")
 HEADER_SIZE: Final = _HEADER.size

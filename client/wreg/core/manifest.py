@@ -23,10 +23,11 @@ from typing import Any, Final
 
 from wreg.core.digest import digest_bytes, is_digest
 from wreg.core.errors import InvalidInput
+from wreg.core.mediatypes import MANIFEST_MEDIA_TYPE
 from wreg.core.sizes import MAX_MANIFEST_BYTES, MAX_MANIFEST_FILES, MAX_PATH_LENGTH
 
 SCHEMA_VERSION: Final = 1
-MEDIA_TYPE: Final = "application/vnd.wreg.manifest.v1+json"
+MEDIA_TYPE: Final = MANIFEST_MEDIA_TYPE
 MODE_FILE: Final = 0o644
 MODE_EXEC: Final = 0o755
 # Names Windows reserves; a model tree containing them cannot be materialised there.
