@@ -150,7 +150,9 @@ def test_server_kill9_mid_push_commits_nothing_and_repush_sends_only_the_rest(
         assert pushed["chunks_new"] == len(second.acked_puts) < pushed["chunks_total"]
         assert pushed["bytes_sent"] == sum(second.acked_puts.values())
         assert pushed["bytes_sent"] <= sum(everything.values()) - sum(first.acked_puts.values())
-        assert pushed["chunks_total"] == len(everything)
+        # A chunk the server stored just before dying may never have been acknowledged
+        # to the proxy; the re-push then finds it present and sends nothing for it.
+        assert len(everything) <= pushed["chunks_total"]
 
         pulled = Client(server.url, cache_dir=tmp_path / "pull-cache").pull(
             "crash/model@v1", tmp_path / "out"
