@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format bench soak clean
+.PHONY: install run test lint format bench bench-tools soak clean
 
 install: $(STAMP)
 
@@ -31,11 +31,20 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install
+## make bench: every benchmark (about 25 minutes); figures go to bench/RESULTS.md with --write.
+bench: install bench-tools
 	$(BIN)/python bench/chunk_sizes.py
 	$(BIN)/python bench/codec.py
-	$(BIN)/python bench/transfer.py  # needs nginx-light, casync, time (apt-get install)
 	$(BIN)/python bench/s3_clients.py
+	$(BIN)/python bench/server_data_path.py
+	$(BIN)/python bench/transfer.py
+	$(BIN)/python bench/memory_scaling.py
+
+# The baselines the benches compare against, from Debian's packages.
+bench-tools:
+	@command -v nginx >/dev/null && command -v casync >/dev/null && test -x /usr/bin/time \
+		&& command -v curl >/dev/null || { apt-get update -q && \
+		apt-get install -y -q --no-install-recommends nginx-light casync time curl; }
 
 ## make soak: the long runs: property tests and schema fuzzing with many more examples
 ## (HYPOTHESIS_PROFILE=soak), then load (bench/load.py): 120 s of fresh models, and 60 s
