@@ -29,7 +29,7 @@ from wreg.core.errors import (
 )
 from wreg.core.mediatypes import CHUNK_MEDIA_TYPE
 from wreg.core.reference import Reference
-from wreg.core.sizes import MAX_MISSING_QUERY
+from wreg.core.sizes import MAX_CHUNK_ENCODED, MAX_MISSING_QUERY
 
 if TYPE_CHECKING:
     import aiohttp
@@ -291,24 +291,11 @@ class Registry:
         await with_retries(once)
 
     async def get_chunk(self, digest: str) -> bytes:
-        """The encoded chunk (the caller decodes and verifies it)."""
-        session = self._session()
-        url = f"{self.url}/v1/chunks/{digest}"
-
-        async def once() -> bytes:
-            try:
-                async with session.get(url) as r:
-                    body = await r.read()
-                    if r.status < 400:
-                        return body
-                    error = self._download_error(digest, r, body)  # may raise _Retryable
-            except (_aio_client_error(), TimeoutError) as exc:
-                raise _Retryable(self._unreachable(exc, f"download of chunk {digest}")) from None
-            if r.status in _RETRY_STATUSES:
-                raise _Retryable(error)
-            raise error
-
-        return await with_retries(once)
+        """The encoded chunk (the caller decodes and verifies it); for one-off reads —
+        transfers use ``get_chunk_into`` with a reused buffer."""
+        buf = bytearray(MAX_CHUNK_ENCODED)
+        n = await self.get_chunk_into(digest, buf)
+        return bytes(buf[:n])
 
     async def get_chunk_into(self, digest: str, buf: bytearray) -> int:
         """Read the encoded chunk into ``buf`` (reused across calls); returns its length.
