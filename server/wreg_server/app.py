@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from wreg_server.api import errors
+from wreg_server.api import errors, openapi
 from wreg_server.api.deps import AppContext
 from wreg_server.api.middleware import RequestContextMiddleware
 from wreg_server.api.routes import chunks, health, manifests, repositories, tags, tokens
@@ -59,6 +59,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         dependencies=[Depends(guard)],
     )
     errors.install(app)
+    openapi.install(app)
     app.state.metrics = Metrics()
     app.state.token_cache = TokenCache(settings.auth_cache_seconds)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
