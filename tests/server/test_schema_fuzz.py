@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from server_support import make_settings
@@ -157,11 +156,6 @@ def test_served_schema_documents_errors() -> None:
     assert not gaps, "\n".join(gaps)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="405 answers carry Starlette's Allow of the first route that matched the path "
-    "(PUT), not every method the resource supports (RFC 9110 §15.5.6)",
-)
 def test_405_lists_every_allowed_method(base_url: str) -> None:
     response = httpx.request("OPTIONS", f"{base_url}/v1/repositories/team/model/tags/v1")
     assert response.status_code == 405

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from wreg.core.errors import ErrorCode, WregError
 
@@ -82,7 +83,26 @@ async def handle_http_exception(request: Request, exc: Exception) -> JSONRespons
         message = f"method {request.method} not allowed on {request.url.path}"
     response = error_response(code, message, status=exc.status_code)
     response.headers.update(exc.headers or {})
+    if code is ErrorCode.METHOD_NOT_ALLOWED:
+        allowed = _allowed_methods(request)
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
     return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route accepts on this path (RFC 9110 §15.5.6).
+
+    Starlette's own 405 names only the first route that matched the path, and several
+    of ours share a path pattern (one route per method and resource), so ask the router
+    about each method in turn.
+    """
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 def install(app: FastAPI) -> None:
