@@ -10,7 +10,9 @@ import blake3
 from wreg.core.errors import InvalidInput
 
 ALGORITHM: Final = "blake3"
-_DIGEST_RE: Final = re.compile(r"blake3:[0-9a-f]{64}")
+DIGEST_PATTERN: Final = r"blake3:[0-9a-f]{64}"
+"""The digest grammar (also published in the server's OpenAPI schema)."""
+_DIGEST_RE: Final = re.compile(DIGEST_PATTERN)
 # Hashing above this size is worth blake3's own threads (measured ~1.3x on 2 cores).
 _MULTITHREAD_MIN: Final = 8 << 20
 

@@ -17,8 +17,10 @@ DEFAULT_TAG: Final = "latest"
 MAX_NAME_LENGTH: Final = 255
 MAX_TAG_LENGTH: Final = 128
 _SEGMENT: Final = r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?"
-_NAME_RE: Final = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})?")
-_TAG_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+NAME_PATTERN: Final = rf"{_SEGMENT}(?:/{_SEGMENT})?"
+TAG_PATTERN: Final = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}"
+_NAME_RE: Final = re.compile(NAME_PATTERN)
+_TAG_RE: Final = re.compile(TAG_PATTERN)
 
 
 def validate_name(name: str) -> str:

@@ -14,16 +14,18 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from wreg.core.digest import DIGEST_PATTERN
 from wreg.core.errors import ErrorCode
+from wreg.core.reference import NAME_PATTERN, TAG_PATTERN
 
-_DIGEST = r"^blake3:[0-9a-f]{64}$"
-_SEGMENT = r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?"
-_TAG = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
+# The grammar lives in wreg.core; the schema only anchors it.
+_DIGEST = f"^{DIGEST_PATTERN}$"
+_TAG = f"^{TAG_PATTERN}$"
 PATH_PATTERNS = {
     "digest": _DIGEST,
-    "name": rf"^{_SEGMENT}(?:/{_SEGMENT})?$",
+    "name": f"^{NAME_PATTERN}$",
     "tag": _TAG,
-    "reference": rf"{_TAG}|{_DIGEST}",
+    "reference": f"{_TAG}|{_DIGEST}",
 }
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -103,12 +103,6 @@ async def get(session: AsyncSession, digest: str) -> ChunkInfo:
     return ChunkInfo(row.digest, row.size, row.stored_size)
 
 
-async def read(session: AsyncSession, store: ObjectStore, digest: str) -> tuple[ChunkInfo, bytes]:
-    """A recorded chunk's encoded bytes; a row whose object is gone reads as unknown."""
-    info = await get(session, digest)
-    return info, await _read_object(store, digest)
-
-
 async def fetch(session: AsyncSession, store: ObjectStore, digest: str) -> bytes | str:
     """A recorded chunk's encoded bytes, or a URL to fetch them from when the store hands
     out direct URLs (S3 with presigned redirects on); raises ``NotFound`` (CHUNK_UNKNOWN).
