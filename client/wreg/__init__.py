@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from wreg.core.errors import (
     AuthError,
+    Conflict,
+    ErrorCode,
+    ErrorKind,
     IntegrityError,
     InvalidInput,
     NotFound,
@@ -35,6 +38,9 @@ __all__ = [
     "CacheListing",
     "CachedSnapshot",
     "Client",
+    "Conflict",
+    "ErrorCode",
+    "ErrorKind",
     "IntegrityError",
     "InvalidInput",
     "NotFound",

@@ -15,19 +15,12 @@ import random
 import re
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import httpx
 
-from wreg.core.errors import (
-    IntegrityError,
-    NotFound,
-    RegistryError,
-    TransportError,
-    WregError,
-    error_class_for,
-)
-from wreg.core.mediatypes import CHUNK_MEDIA_TYPE
+from wreg.core.errors import ErrorCode, NotFound, WregError
+from wreg.core.mediatypes import CHUNK_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
 from wreg.core.reference import Reference
 from wreg.core.sizes import MAX_CHUNK_ENCODED, MAX_MISSING_QUERY
 
@@ -51,14 +44,27 @@ class _Retryable(Exception):
         self.error = error
 
 
-def _error_from_body(status: int, body: bytes, request_id: str | None, what: str) -> WregError:
+def http_error(status: int, body: bytes, request_id: str | None, what: str) -> WregError:
+    """The one place an HTTP error answer becomes an exception.
+
+    The code named in the error envelope picks the exception class by table lookup
+    (``ErrorCode.from_wire``); an answer without one of our codes (a proxy, a CDN, an
+    old server) maps by its status through the same table.
+    """
     try:
         first = json.loads(body)["errors"][0]
-        code, message, detail = str(first["code"]), str(first["message"]), first.get("detail")
+        name, message, detail = str(first["code"]), str(first["message"]), first.get("detail")
     except (ValueError, KeyError, IndexError, TypeError):
-        code = "NOT_FOUND" if status == 404 else "UNAVAILABLE" if status >= 500 else "INTERNAL"
-        message, detail = f"{what}: HTTP {status}", None
-    return error_class_for(code)(message, code=code, detail=detail, request_id=request_id)
+        name, message, detail = "", f"{what}: HTTP {status}", None
+    code = ErrorCode.from_wire(name, status)
+    return code.error(message, detail=detail, request_id=request_id)
+
+
+def _fail(error: WregError, status: int) -> NoReturn:
+    """Raise ``error``, marked for another attempt when it is transient."""
+    if status in _RETRY_STATUSES or error.retryable:
+        raise _Retryable(error)
+    raise error
 
 
 async def with_retries(call: Callable[[], Awaitable[T]], attempts: int = ATTEMPTS) -> T:
@@ -68,7 +74,7 @@ async def with_retries(call: Callable[[], Awaitable[T]], attempts: int = ATTEMPT
         except _Retryable as exc:
             if attempt == attempts - 1:
                 raise exc.error from None
-            await asyncio.sleep(_BACKOFF * 2**attempt * (0.5 + random.random()))
+            await asyncio.sleep(_BACKOFF * 2**attempt * (0.5 + random.random()))  # noqa: S311 - jitter
     raise AssertionError("unreachable")
 
 
@@ -119,29 +125,22 @@ class Registry:
     # -- control calls (httpx) -------------------------------------------------------
 
     async def _request(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
-        assert self._control is not None
+        assert self._control is not None  # noqa: S101 - narrows: set in __aenter__
 
         async def once() -> httpx.Response:
-            assert self._control is not None
+            assert self._control is not None  # noqa: S101 - narrows: set in __aenter__
             try:
                 response = await self._control.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 raise _Retryable(self._unreachable(exc)) from None
             if response.status_code < 400:
                 return response
-            error = _error_from_body(
-                response.status_code,
-                response.content,
-                response.headers.get("x-request-id"),
-                what,
-            )
-            if response.status_code in _RETRY_STATUSES:
-                raise _Retryable(error)
-            raise error
+            status, request_id = response.status_code, response.headers.get("x-request-id")
+            _fail(http_error(status, response.content, request_id, what), status)
 
         return await with_retries(once)
 
-    def _unreachable(self, exc: BaseException, what: str = "") -> TransportError:
+    def _unreachable(self, exc: BaseException, what: str = "") -> WregError:
         reason = str(exc) or type(exc).__name__
         if isinstance(exc, TimeoutError):
             reason = f"no answer for {self._timeout:g} s (WREG_TIMEOUT)"
@@ -149,16 +148,16 @@ class Registry:
         connector_error = aio is not None and isinstance(exc, aio.ClientConnectorError)
         if connector_error and not self._is_registry(_origin_of(exc)):
             where = f"{getattr(exc, 'host', '?')}:{getattr(exc, 'port', '?')}"
-            return TransportError(
+            return ErrorCode.UNAVAILABLE.error(
                 f"cannot reach the object store at {where} that the registry "
                 f"at {self.url} redirected to (is the S3 endpoint in its presigned URLs "
                 f"reachable from here? see WREG_S3_PUBLIC_ENDPOINT): {reason}"
             )
         if what and not connector_error:
-            return TransportError(
+            return ErrorCode.UNAVAILABLE.error(
                 f"the connection to the registry at {self.url} broke during the {what}: {reason}"
             )
-        return TransportError(f"cannot reach the registry at {self.url}: {reason}")
+        return ErrorCode.UNAVAILABLE.error(f"cannot reach the registry at {self.url}: {reason}")
 
     def _is_registry(self, url: URL) -> bool:
         from yarl import URL
@@ -176,7 +175,7 @@ class Registry:
         (a fresh redirect, a fresh signature) may succeed; 429 and 5xx are transient.
         """
         if not r.history or self._is_registry(r.url):
-            return _error_from_body(
+            return http_error(
                 r.status, body, r.headers.get("x-request-id"), f"download of {digest}"
             )
         text = body[:4096].decode("utf-8", "replace")
@@ -194,10 +193,9 @@ class Registry:
         }
         request_id = r.history[0].headers.get("x-request-id")
         if r.status == 404:
-            return NotFound(
+            return ErrorCode.CHUNK_UNKNOWN.error(
                 f"chunk {digest} is missing from {where} ({reason}): the registry's index "
                 "lists it but its object store does not hold it",
-                code="CHUNK_UNKNOWN",
                 detail=detail,
                 request_id=request_id,
             )
@@ -209,15 +207,14 @@ class Registry:
                 else ""
             )
             raise _Retryable(
-                TransportError(
+                ErrorCode.UNAVAILABLE.error(
                     f"{where}, refused the download of chunk {digest}: {reason}{hint}",
                     detail=detail,
                     request_id=request_id,
                 )
             )
-        return RegistryError(
+        return ErrorCode.INTERNAL.error(
             f"{where}, rejected the download of chunk {digest}: {reason}",
-            code="INTERNAL",
             detail=detail,
             request_id=request_id,
         )
@@ -241,7 +238,7 @@ class Registry:
             f"commit of {name}@{digest}",
             content=body,
             params=params,
-            headers={"Content-Type": "application/vnd.wreg.manifest.v1+json"},
+            headers={"Content-Type": MANIFEST_MEDIA_TYPE},
         )
 
     async def get_manifest(self, ref: Reference) -> tuple[bytes, str | None]:
@@ -252,8 +249,8 @@ class Registry:
             )
         except NotFound as exc:
             raise NotFound(
+                exc.code,
                 f"{ref} not found: {exc.message}",
-                code=exc.code,
                 detail=exc.detail,
                 request_id=exc.request_id,
             ) from None
@@ -267,26 +264,24 @@ class Registry:
 
     # -- chunk bodies (aiohttp) ------------------------------------------------------
 
-    async def put_chunk(self, digest: str, blob: bytes) -> None:
+    async def put_chunk(self, digest: str, encoded: bytes) -> None:
         session = self._session()
         url = f"{self.url}/v1/chunks/{digest}"
 
         async def once() -> None:
             try:
                 async with session.put(
-                    url, data=blob, headers={"Content-Type": CHUNK_MEDIA_TYPE}
+                    url, data=encoded, headers={"Content-Type": CHUNK_MEDIA_TYPE}
                 ) as r:
                     body = await r.read()
                     if r.status < 400:
                         return
-                    error = _error_from_body(
+                    error = http_error(
                         r.status, body, r.headers.get("x-request-id"), f"upload of {digest}"
                     )
             except (_aio_client_error(), TimeoutError) as exc:
                 raise _Retryable(self._unreachable(exc, f"upload of chunk {digest}")) from None
-            if r.status in _RETRY_STATUSES:
-                raise _Retryable(error)
-            raise error
+            _fail(error, r.status)
 
         await with_retries(once)
 
@@ -315,9 +310,8 @@ class Registry:
                         while piece := await r.content.readany():
                             end = n + len(piece)
                             if end > len(view):
-                                raise IntegrityError(
+                                raise ErrorCode.CHUNK_INVALID.error(
                                     f"chunk {digest} is larger than the manifest allows",
-                                    code="CHUNK_INVALID",
                                 )
                             view[n:end] = piece
                             n = end
@@ -326,9 +320,7 @@ class Registry:
                     error = self._download_error(digest, r, body)  # may raise _Retryable
             except (_aio_client_error(), TimeoutError) as exc:
                 raise _Retryable(self._unreachable(exc, f"download of chunk {digest}")) from None
-            if r.status in _RETRY_STATUSES:
-                raise _Retryable(error)
-            raise error
+            _fail(error, r.status)
 
         return await with_retries(once)
 

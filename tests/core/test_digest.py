@@ -1,8 +1,8 @@
 import blake3
 import pytest
 
-from wreg.core.digest import Hasher, digest_bytes, hex_of, validate_digest
-from wreg.core.errors import InvalidInput
+from wreg.core.digest import PREFIX, Hasher, digest_bytes, digest_of_hex, hex_of, validate_digest
+from wreg.core.errors import ErrorCode, InvalidInput
 
 
 def test_digest_is_blake3_of_raw_bytes() -> None:
@@ -24,9 +24,18 @@ def test_large_inputs_hash_the_same_with_threads() -> None:
 def test_validate_rejects(bad: str) -> None:
     with pytest.raises(InvalidInput) as info:
         validate_digest(bad)
-    assert info.value.code == "DIGEST_INVALID"
+    assert info.value.code is ErrorCode.DIGEST_INVALID
 
 
 def test_hex_of() -> None:
     d = digest_bytes(b"x")
     assert hex_of(d) == d.removeprefix("blake3:")
+
+
+def test_hex_and_digest_convert_both_ways() -> None:
+    d = digest_bytes(b"weights")
+    assert digest_of_hex(hex_of(d)) == d
+    assert d == PREFIX + hex_of(d)
+    for bad in ("", "A" * 64, "0" * 63, "../" + "0" * 61):
+        with pytest.raises(InvalidInput):
+            digest_of_hex(bad)

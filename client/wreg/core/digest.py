@@ -7,10 +7,14 @@ from typing import Final
 
 import blake3
 
-from wreg.core.errors import InvalidInput
+from wreg.core.errors import ErrorCode
 
 ALGORITHM: Final = "blake3"
-DIGEST_PATTERN: Final = r"blake3:[0-9a-f]{64}"
+PREFIX: Final = f"{ALGORITHM}:"
+"""What every digest starts with; the rest is its hex (``hex_of`` / ``digest_of_hex``)."""
+HEX_PATTERN: Final = r"[0-9a-f]{64}"
+"""The hex part of a digest: how blobs, manifests and partial files are named on disk."""
+DIGEST_PATTERN: Final = PREFIX + HEX_PATTERN
 """The digest grammar (also published in the server's OpenAPI schema)."""
 _DIGEST_RE: Final = re.compile(DIGEST_PATTERN)
 # Hashing above this size is worth blake3's own threads (measured ~1.3x on 2 cores).
@@ -20,7 +24,7 @@ _MULTITHREAD_MIN: Final = 8 << 20
 def digest_bytes(data: bytes | bytearray | memoryview) -> str:
     """The digest of ``data``."""
     threads = blake3.blake3.AUTO if len(data) >= _MULTITHREAD_MIN else 1
-    return f"{ALGORITHM}:{blake3.blake3(data, max_threads=threads).hexdigest()}"
+    return PREFIX + blake3.blake3(data, max_threads=threads).hexdigest()
 
 
 def is_digest(value: str) -> bool:
@@ -30,16 +34,21 @@ def is_digest(value: str) -> bool:
 def validate_digest(value: str) -> str:
     """Return ``value`` if it is a well-formed digest, else raise ``InvalidInput``."""
     if not isinstance(value, str) or not is_digest(value):
-        raise InvalidInput(
-            f"invalid digest {value!r}: expected blake3:<64 lowercase hex>",
-            code="DIGEST_INVALID",
+        raise ErrorCode.DIGEST_INVALID.error(
+            f"invalid digest {value!r}: expected {PREFIX}<64 lowercase hex>",
         )
     return value
 
 
 def hex_of(digest: str) -> str:
     """The hex part of a validated digest (used for object keys and cache file names)."""
-    return validate_digest(digest).split(":", 1)[1]
+    return validate_digest(digest)[len(PREFIX) :]
+
+
+def digest_of_hex(hex_digest: str) -> str:
+    """The digest whose hex part is ``hex_digest`` (the inverse of ``hex_of``); raises
+    ``InvalidInput`` unless it is 64 lowercase hex digits."""
+    return validate_digest(PREFIX + hex_digest)
 
 
 class Hasher:
@@ -52,4 +61,4 @@ class Hasher:
         self._h.update(data)
 
     def digest(self) -> str:
-        return f"{ALGORITHM}:{self._h.hexdigest()}"
+        return PREFIX + self._h.hexdigest()

@@ -34,13 +34,11 @@ import numpy.typing as npt
 import zstandard
 
 from wreg.core.digest import digest_bytes
-from wreg.core.errors import IntegrityError, InvalidInput
-from wreg.core.mediatypes import CHUNK_MEDIA_TYPE
+from wreg.core.errors import ErrorCode, WregError
 from wreg.core.sizes import MAX_CHUNK_RAW
 
 MAGIC: Final = b"WRGC"
 VERSION: Final = 1
-MEDIA_TYPE: Final = CHUNK_MEDIA_TYPE
 _HEADER = struct.Struct("<4sBBBBQ")
 _PLANE = struct.Struct("<BI")
 HEADER_SIZE: Final = _HEADER.size
@@ -151,15 +149,15 @@ def _encode_planes(raw: memoryview, transform: Transform) -> bytes:
     return b"".join([header, *table, *parts, raw[body:]])
 
 
-def _bad(message: str) -> InvalidInput:
-    return InvalidInput(f"invalid chunk encoding: {message}", code="CHUNK_INVALID")
+def _bad(message: str) -> WregError:
+    return ErrorCode.CHUNK_INVALID.error(f"invalid chunk encoding: {message}")
 
 
-def parse_header(blob: bytes | bytearray | memoryview) -> tuple[Codec, Transform, int]:
+def parse_header(encoded: bytes | bytearray | memoryview) -> tuple[Codec, Transform, int]:
     """(codec, transform, raw length) of an encoded chunk; raises on anything unknown."""
-    if len(blob) < HEADER_SIZE:
+    if len(encoded) < HEADER_SIZE:
         raise _bad("shorter than its header")
-    magic, version, codec, transform, reserved, raw_len = _HEADER.unpack_from(blob)
+    magic, version, codec, transform, reserved, raw_len = _HEADER.unpack_from(encoded)
     if magic != MAGIC:
         raise _bad("bad magic")
     if version != VERSION:
@@ -173,21 +171,21 @@ def parse_header(blob: bytes | bytearray | memoryview) -> tuple[Codec, Transform
     return Codec(codec), Transform(transform), raw_len
 
 
-def encoded_raw_length(blob: bytes | bytearray | memoryview) -> int:
-    return parse_header(blob)[2]
+def encoded_raw_length(encoded: bytes | bytearray | memoryview) -> int:
+    return parse_header(encoded)[2]
 
 
 def decode_chunk(
-    blob: bytes | bytearray | memoryview, expected_digest: str | None = None
+    encoded: bytes | bytearray | memoryview, expected_digest: str | None = None
 ) -> bytearray:
     """Decode a stored chunk; verify it against ``expected_digest`` when given."""
-    out = bytearray(encoded_raw_length(blob))
-    decode_chunk_into(blob, memoryview(out), expected_digest)
+    out = bytearray(encoded_raw_length(encoded))
+    decode_chunk_into(encoded, memoryview(out), expected_digest)
     return out
 
 
 def decode_chunk_into(
-    blob: bytes | bytearray | memoryview,
+    encoded: bytes | bytearray | memoryview,
     out: memoryview,
     expected_digest: str | None = None,
 ) -> int:
@@ -195,11 +193,11 @@ def decode_chunk_into(
 
     Returns the raw length. Verifies against ``expected_digest`` when given.
     """
-    codec, transform, raw_len = parse_header(blob)
+    codec, transform, raw_len = parse_header(encoded)
     if len(out) < raw_len:
         raise ValueError("output buffer too small")
     target = out[:raw_len]
-    payload = memoryview(blob)[HEADER_SIZE:]
+    payload = memoryview(encoded)[HEADER_SIZE:]
     try:
         if transform is not Transform.NONE:
             _decode_planes(payload, transform, target)
@@ -214,10 +212,9 @@ def decode_chunk_into(
     if expected_digest is not None:
         actual = digest_bytes(target)
         if actual != expected_digest:
-            raise IntegrityError(
+            raise ErrorCode.DIGEST_MISMATCH.error(
                 f"chunk content does not match its digest: expected {expected_digest}, "
                 f"got {actual}",
-                code="DIGEST_MISMATCH",
                 detail={"expected": expected_digest, "actual": actual},
             )
     return raw_len

@@ -22,12 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from wreg.core.digest import digest_bytes, is_digest
-from wreg.core.errors import InvalidInput
-from wreg.core.mediatypes import MANIFEST_MEDIA_TYPE
+from wreg.core.errors import ErrorCode, WregError
 from wreg.core.sizes import MAX_MANIFEST_BYTES, MAX_MANIFEST_FILES, MAX_PATH_LENGTH
 
 SCHEMA_VERSION: Final = 1
-MEDIA_TYPE: Final = MANIFEST_MEDIA_TYPE
 MODE_FILE: Final = 0o644
 MODE_EXEC: Final = 0o755
 # Names Windows reserves; a model tree containing them cannot be materialised there.
@@ -36,13 +34,15 @@ _DEVICE_NAMES: Final = frozenset(
 )
 
 
-def _invalid(message: str, code: str = "MANIFEST_INVALID", detail: Any = None) -> InvalidInput:
-    return InvalidInput(message, code=code, detail=detail)
+def _invalid(
+    message: str, code: ErrorCode = ErrorCode.MANIFEST_INVALID, detail: Any = None
+) -> WregError:
+    return code.error(message, detail=detail)
 
 
 def validate_path(path: str) -> str:
     """Accept only relative POSIX paths that stay inside the model directory."""
-    unsafe = _invalid(f"unsafe path {path!r}", code="PATH_UNSAFE", detail={"path": path})
+    unsafe = _invalid(f"unsafe path {path!r}", code=ErrorCode.PATH_UNSAFE, detail={"path": path})
     if not isinstance(path, str) or not path or len(path) > MAX_PATH_LENGTH:
         raise unsafe
     if path.startswith("/") or "\\" in path or "\x00" in path or ":" in path.split("/")[0]:
@@ -135,7 +135,7 @@ class Manifest:
     def from_json_bytes(cls, data: bytes) -> Manifest:
         """Parse and validate; raises ``InvalidInput`` naming the first problem found."""
         if len(data) > MAX_MANIFEST_BYTES:
-            raise _invalid("manifest too large", code="MANIFEST_TOO_LARGE")
+            raise _invalid("manifest too large", code=ErrorCode.MANIFEST_TOO_LARGE)
         try:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -192,7 +192,7 @@ def _parse_file(doc: Any) -> FileEntry:
     if not _nonneg_int(size):
         raise _invalid(f"{path}: size must be a non-negative integer")
     if not isinstance(digest, str) or not is_digest(digest):
-        raise _invalid(f"{path}: invalid file digest {digest!r}", code="DIGEST_INVALID")
+        raise _invalid(f"{path}: invalid file digest {digest!r}", code=ErrorCode.DIGEST_INVALID)
     if mode not in (MODE_FILE, MODE_EXEC):
         raise _invalid(f"{path}: mode must be 0o644 or 0o755")
     if not isinstance(raw_chunks, list):
@@ -202,7 +202,9 @@ def _parse_file(doc: Any) -> FileEntry:
         if not isinstance(c, dict) or set(c) != {"digest", "size"}:
             raise _invalid(f"{path}: each chunk needs exactly digest and size")
         if not isinstance(c["digest"], str) or not is_digest(c["digest"]):
-            raise _invalid(f"{path}: invalid chunk digest {c['digest']!r}", code="DIGEST_INVALID")
+            raise _invalid(
+                f"{path}: invalid chunk digest {c['digest']!r}", code=ErrorCode.DIGEST_INVALID
+            )
         if not _nonneg_int(c["size"]) or c["size"] == 0:
             raise _invalid(f"{path}: chunk size must be a positive integer")
         chunks.append(ChunkRef(c["digest"], c["size"]))
@@ -219,7 +221,7 @@ def _check_tree(files: tuple[FileEntry, ...]) -> None:
         key = f.path.lower()
         if key in seen:
             raise _invalid(
-                f"duplicate path {f.path!r}", code="PATH_UNSAFE", detail={"path": f.path}
+                f"duplicate path {f.path!r}", code=ErrorCode.PATH_UNSAFE, detail={"path": f.path}
             )
         seen.add(key)
         parts = key.split("/")
@@ -229,6 +231,6 @@ def _check_tree(files: tuple[FileEntry, ...]) -> None:
         path = sorted(clash)[0]
         raise _invalid(
             f"path {path!r} is both a file and a directory",
-            code="PATH_UNSAFE",
+            code=ErrorCode.PATH_UNSAFE,
             detail={"path": path},
         )

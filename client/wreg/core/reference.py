@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from wreg.core.digest import is_digest
-from wreg.core.errors import InvalidInput
+from wreg.core.digest import PREFIX, is_digest
+from wreg.core.errors import ErrorCode
 
 DEFAULT_TAG: Final = "latest"
 MAX_NAME_LENGTH: Final = 255
@@ -25,20 +25,18 @@ _TAG_RE: Final = re.compile(TAG_PATTERN)
 
 def validate_name(name: str) -> str:
     if len(name) > MAX_NAME_LENGTH or not _NAME_RE.fullmatch(name) or ".." in name:
-        raise InvalidInput(
+        raise ErrorCode.NAME_INVALID.error(
             f"invalid repository name {name!r}: expected [namespace/]name with lowercase "
             "segments of a-z, 0-9, '.', '_', '-'",
-            code="NAME_INVALID",
         )
     return name
 
 
 def validate_tag(tag: str) -> str:
     if not _TAG_RE.fullmatch(tag) or tag.startswith("blake3"):
-        raise InvalidInput(
+        raise ErrorCode.TAG_INVALID.error(
             f"invalid tag {tag!r}: expected 1-128 characters of A-Z, a-z, 0-9, '.', '_', '-'"
             " not starting with '.', '-' or 'blake3'",
-            code="TAG_INVALID",
         )
     return tag
 
@@ -55,15 +53,14 @@ class Reference:
     def parse(cls, text: str) -> Reference:
         name, sep, rest = text.partition("@")
         if sep and not rest:
-            raise InvalidInput(f"invalid reference {text!r}: empty tag", code="REFERENCE_INVALID")
+            raise ErrorCode.REFERENCE_INVALID.error(f"invalid reference {text!r}: empty tag")
         validate_name(name)
         if not sep:
             return cls(name, tag=DEFAULT_TAG)
-        if rest.startswith("blake3:"):
+        if rest.startswith(PREFIX):
             if not is_digest(rest):
-                raise InvalidInput(
-                    f"invalid reference {text!r}: digest must be blake3:<64 lowercase hex>",
-                    code="DIGEST_INVALID",
+                raise ErrorCode.DIGEST_INVALID.error(
+                    f"invalid reference {text!r}: digest must be {PREFIX}<64 lowercase hex>",
                 )
             return cls(name, digest=rest)
         return cls(name, tag=validate_tag(rest))

@@ -41,20 +41,28 @@ def error_response(
 ) -> JSONResponse:
     return JSONResponse(
         error_body(code.name, message or code.message, detail),
-        status_code=status or code.status,
+        status_code=status or _status_of(code),
     )
 
 
+def _status_of(code: ErrorCode) -> int:
+    """The HTTP status of ``code``; a local (client-only) code raised here is a bug."""
+    if code.status is None:
+        log.error("client-only error code %s raised in the server", code.name)
+        return 500
+    return code.status
+
+
 async def handle_wreg_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, WregError)
-    try:
-        code = ErrorCode[exc.code]
-    except KeyError:  # a code missing from the table is a server bug, not a client error
-        log.error("unknown error code %r raised: %s", exc.code, exc.message)
+    assert isinstance(exc, WregError)  # noqa: S101 - narrows: installed for this type only
+    code = exc.code
+    if code.local:  # a client-only code raised in the server is a bug, not a client error
+        log.error("client-only error code %s raised: %s", code.name, exc.message)
         code = ErrorCode.INTERNAL
-    if code.status >= 500:
-        log.error("%s %s failed: %s %s", request.method, request.url.path, exc.code, exc.message)
-    response = JSONResponse(error_body(code.name, exc.message, exc.detail), status_code=code.status)
+    status = _status_of(code)
+    if status >= 500:
+        log.error("%s %s failed: %s %s", request.method, request.url.path, code.name, exc.message)
+    response = JSONResponse(error_body(code.name, exc.message, exc.detail), status_code=status)
     if code is ErrorCode.UNAUTHORIZED:  # RFC 6750 §3: say which scheme would work
         invalid = isinstance(exc.detail, dict) and exc.detail.get("invalid_token")
         challenge = 'Bearer realm="wreg"' + (', error="invalid_token"' if invalid else "")
@@ -63,7 +71,7 @@ async def handle_wreg_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+    assert isinstance(exc, RequestValidationError)  # noqa: S101 - narrows (installed for it)
     detail = [
         {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
         for e in exc.errors()
@@ -72,7 +80,7 @@ async def handle_validation_error(request: Request, exc: Exception) -> JSONRespo
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HTTPException)
+    assert isinstance(exc, HTTPException)  # noqa: S101 - narrows: installed for this type only
     code = _HTTP_CODES.get(exc.status_code)
     if code is None:
         code = ErrorCode.INTERNAL if exc.status_code >= 500 else ErrorCode.BODY_INVALID

@@ -40,7 +40,7 @@ ERROR_SCHEMA: dict[str, Any] = {
                 "required": ["code", "message", "detail"],
                 "additionalProperties": False,
                 "properties": {
-                    "code": {"type": "string", "enum": [c.name for c in ErrorCode]},
+                    "code": {"type": "string", "enum": [c.name for c in ErrorCode if not c.local]},
                     "message": {"type": "string"},
                     "detail": {},
                 },
