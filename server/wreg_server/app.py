@@ -14,10 +14,10 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from wreg_server.api import errors, openapi
-from wreg_server.api.deps import AppContext
 from wreg_server.api.middleware import RequestContextMiddleware
 from wreg_server.api.routes import chunks, health, manifests, repositories, tags, tokens
 from wreg_server.auth.guard import TokenCache, guard
+from wreg_server.context import AppContext
 from wreg_server.db.migrate import upgrade_engine
 from wreg_server.db.session import create_engine, create_sessionmaker
 from wreg_server.metrics import Metrics

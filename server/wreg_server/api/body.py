@@ -4,10 +4,14 @@ The body is streamed and reading stops as soon as it passes the limit, so a clie
 cannot make the server buffer more than ``limit`` bytes whatever ``Content-Length`` says
 (a declared length over the limit is refused before reading anything; a missing or
 lying one is caught while streaming). Each piece must arrive within the app's
-``body_timeout`` of the last, so a client trickling a body cannot hold a connection and
-its buffer indefinitely (408 ``REQUEST_TIMEOUT``). uvicorn hands the body over in
-socket-read-sized pieces and stops reading the socket while ~64 KiB sit unconsumed (flow
-control), so what one request holds is bounded by ``limit`` plus one piece.
+``body_timeout`` of the last, and the whole body must average ``body_min_rate`` bytes/s
+after a head start of ``body_timeout`` (Apache's ``mod_reqtimeout`` rule: each
+``body_min_rate`` bytes received buy one more second), so a client trickling a body cannot
+hold a connection and its buffer indefinitely, whether it pauses or just sends a byte a
+second (408 ``REQUEST_TIMEOUT``); an honest body at least that fast passes whatever its
+size. uvicorn hands the body over in socket-read-sized pieces and stops reading the socket
+while ~64 KiB sit unconsumed (flow control), so what one request holds is bounded by
+``limit`` plus one piece.
 """
 
 from __future__ import annotations
@@ -19,36 +23,52 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from wreg.core.errors import InvalidInput
+from wreg.core.errors import ErrorCode, WregError
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def _too_large(limit: int, code: str) -> InvalidInput:
-    return InvalidInput(
-        f"request body exceeds the limit of {limit} bytes", code=code, detail={"limit": limit}
-    )
+def _too_large(limit: int, code: ErrorCode) -> WregError:
+    return code.error(f"request body exceeds the limit of {limit} bytes", detail={"limit": limit})
 
 
-async def read_limited(request: Request, limit: int, code: str = "BODY_TOO_LARGE") -> bytes:
+async def read_limited(
+    request: Request, limit: int, code: ErrorCode = ErrorCode.BODY_TOO_LARGE
+) -> bytes:
     """The whole body, or ``InvalidInput(code)`` (a 413 code) once it passes ``limit``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit, code)
     idle = _body_timeout(request)
+    min_rate = float(getattr(_settings(request), "body_min_rate", 0.0))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     parts: list[bytes] = []
     received = 0
     stream = request.stream().__aiter__()
     while True:
+        wait = idle
+        if min_rate > 0:  # the rate deadline: idle's head start, plus 1 s per min_rate bytes
+            wait = min(idle, started + idle + received / min_rate - loop.time())
         try:
-            async with asyncio.timeout(idle):
+            async with asyncio.timeout(max(wait, 0.0)):
                 part = await anext(stream)
         except StopAsyncIteration:
             break
         except TimeoutError:
-            raise InvalidInput(
+            if wait < idle:
+                elapsed = loop.time() - started
+                raise ErrorCode.REQUEST_TIMEOUT.error(
+                    f"request body arrived too slowly: {received} bytes in {elapsed:.0f} s, "
+                    f"under the minimum of {min_rate:g} bytes/s",
+                    detail={
+                        "received": received,
+                        "elapsed_s": round(elapsed, 3),
+                        "min_rate": min_rate,
+                    },
+                ) from None
+            raise ErrorCode.REQUEST_TIMEOUT.error(
                 f"request body stalled: nothing received for {idle:g} s",
-                code="REQUEST_TIMEOUT",
                 detail={"received": received, "timeout_s": idle},
             ) from None
         received += len(part)
@@ -58,10 +78,13 @@ async def read_limited(request: Request, limit: int, code: str = "BODY_TOO_LARGE
     return b"".join(parts)
 
 
-def _body_timeout(request: Request) -> float:
+def _settings(request: Request) -> object:
     context = getattr(request.app.state, "context", None)
-    settings = getattr(context, "settings", None)
-    return float(getattr(settings, "body_timeout", 60.0))
+    return getattr(context, "settings", None)
+
+
+def _body_timeout(request: Request) -> float:
+    return float(getattr(_settings(request), "body_timeout", 60.0))
 
 
 async def read_json(request: Request, model: type[M], limit: int) -> M:
@@ -70,13 +93,13 @@ async def read_json(request: Request, model: type[M], limit: int) -> M:
     try:
         doc: Any = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}", code="BODY_INVALID") from None
+        raise ErrorCode.BODY_INVALID.error(f"request body is not valid JSON: {exc}") from None
     try:
         return model.model_validate(doc)
     except ValidationError as exc:
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        raise InvalidInput(
-            "request body does not match the expected schema", code="BODY_INVALID", detail=detail
+        raise ErrorCode.BODY_INVALID.error(
+            "request body does not match the expected schema", detail=detail
         ) from None
 
 

@@ -1,33 +1,16 @@
-"""Per-app state and the ``Annotated`` dependencies routes use to reach it."""
+"""The ``Annotated`` dependencies routes use to reach the app's context (``context.py``)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from fastapi import Depends
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from wreg_server.context import AppContext, get_context
 from wreg_server.objectstore import ObjectStore
 from wreg_server.settings import ServerSettings
-
-
-@dataclass(frozen=True, slots=True)
-class AppContext:
-    """What the lifespan builds once and every request shares."""
-
-    settings: ServerSettings
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
-    store: ObjectStore
-
-
-def get_context(request: Request) -> AppContext:
-    context = request.app.state.context
-    assert isinstance(context, AppContext)
-    return context
-
 
 ContextDep = Annotated[AppContext, Depends(get_context)]
 

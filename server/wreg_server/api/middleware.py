@@ -5,7 +5,8 @@ fresh one, so a client error message and a server log line can be matched. Excep
 nobody handled are logged with that id and answered as ``INTERNAL`` in the usual error
 shape — Starlette's own last-resort handler sits outside user middleware and would send
 neither the id nor our format. Those that say the index or the object store could not be
-reached are answered ``503 UNAVAILABLE`` instead (transient: clients retry it).
+reached (SQLAlchemy's connection errors, the store's ``BackendError``) are answered
+``503 UNAVAILABLE`` instead (transient: clients retry it).
 
 Each request also gets one access log line (logger ``wreg_server.access``: method, route
 template, status, duration) and is counted in the app's ``Metrics`` by route *template*
@@ -30,6 +31,7 @@ from wreg_server import metrics as metrics_module
 from wreg_server.api.errors import error_response
 from wreg_server.logs import request_id_var
 from wreg_server.metrics import UNMATCHED, Metrics
+from wreg_server.objectstore import BackendError
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("wreg_server.access")
@@ -82,10 +84,11 @@ class RequestContextMiddleware:
                     "request %s failed: %s %s", request_id, scope.get("method"), scope.get("path")
                 )
             else:
+                cause = exc.__cause__ if isinstance(exc, BackendError) and exc.__cause__ else exc
                 log.error(
                     "request %s failed: %s %s: the %s is unavailable: %s: %s",
                     *(request_id, scope.get("method"), scope.get("path"), backend),
-                    *(type(exc).__name__, exc),
+                    *(type(cause).__name__, exc),
                 )
             if started:
                 raise  # too late for an error response; the server drops the connection
@@ -144,15 +147,17 @@ def _unreachable_backend(exc: BaseException) -> str | None:
     """``"index"`` or ``"object store"`` when ``exc`` says that backend could not be
     reached or dropped the connection (a 503 the client may retry), else None (a bug: 500).
 
-    Connection failures surface as ``OSError`` (asyncpg's connect, the filesystem store),
-    as SQLAlchemy's connection-level errors, as asyncpg's own errors where SQLAlchemy
-    does not wrap them, and as obstore's errors (anything but NotFound is handled here).
+    The object store raises every failure of its backend as ``BackendError``
+    (``objectstore/base.py``). The index's surface as SQLAlchemy's connection-level
+    errors, as asyncpg's own errors where SQLAlchemy does not wrap them, and as ``OSError``
+    (asyncpg's connect) — as does a file-store object the chunk route reads straight from
+    disk, hence the vaguer name for a bare ``OSError``.
     """
     from sqlalchemy import exc as sa
 
-    package = type(exc).__module__.partition(".")[0]
-    if package == "obstore":
+    if isinstance(exc, BackendError):
         return "object store"
+    package = type(exc).__module__.partition(".")[0]
     if package == "asyncpg" or isinstance(
         exc, (sa.OperationalError, sa.InterfaceError, sa.TimeoutError)
     ):

@@ -17,32 +17,35 @@ Chunks are content-addressed and global — one chunk may belong to models in ma
 repositories — so chunk routes need the action on *some* repository, not a particular
 one (README, "Security model"). Without a token: 401 ``UNAUTHORIZED`` with
 ``WWW-Authenticate: Bearer``, unless anonymous pull is on and the request only pulls; with
-a token lacking the scope: 403 ``DENIED``. Path parameters (name, digest, tag, reference,
-token name) are validated here, before the token's scopes are matched against them.
+a token lacking the scope: 403 ``DENIED``.
+
+Path parameters (name, digest, tag, reference, token name) are validated here and only
+here (``PATH_VALIDATORS``), after the token is checked and before its scopes are matched
+against them: routes and the domain take them as valid, so each is validated once per
+request, and a route whose parameter has no validator fails closed.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Final, Literal
 
 from fastapi import Depends, Request
 
-from wreg.core.digest import validate_digest
-from wreg.core.errors import AuthError
+from wreg.core.digest import PREFIX, validate_digest
+from wreg.core.errors import ErrorCode, WregError
 from wreg.core.reference import validate_name, validate_tag
-from wreg_server.api.deps import AppContext, get_context
 from wreg_server.auth import tokens
 from wreg_server.auth.scopes import Action, Principal
+from wreg_server.context import AppContext, get_context
 
 log = logging.getLogger(__name__)
 
 OPEN_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 PULL_METHODS: Final = frozenset({"GET", "HEAD"})
-# Every path parameter a route may declare, with its validator (see validate_params).
-PATH_PARAMETERS: Final = frozenset({"name", "digest", "tag", "reference", "token_name"})
 
 Kind = Literal["open", "caller", "listing", "repository", "chunks", "manage"]
 
@@ -72,25 +75,33 @@ def required(method: str, route: str, params: dict[str, str]) -> Need:
     return Need("manage")
 
 
+def validate_reference(reference: str) -> str:
+    """A manifest reference in a URL: a digest (``blake3:…``) or else a tag."""
+    if reference.startswith(PREFIX):
+        return validate_digest(reference)
+    return validate_tag(reference)
+
+
+# Every path parameter a route may declare, with its validator, in the order they are
+# checked (name first: an invalid name is reported before anything else about it).
+PATH_VALIDATORS: Final[dict[str, Callable[[str], str]]] = {
+    "name": validate_name,
+    "digest": validate_digest,
+    "tag": validate_tag,
+    "reference": validate_reference,
+    "token_name": tokens.validate_name,
+}
+PATH_PARAMETERS: Final = frozenset(PATH_VALIDATORS)
+
+
 def validate_params(params: dict[str, str]) -> None:
-    """Validate every path parameter (name first, as the domain code does)."""
+    """Validate every path parameter: the one place they are validated (module docstring)."""
     unknown = set(params) - PATH_PARAMETERS
     if unknown:  # a route with a parameter nobody validates: a server bug, fail closed
         raise RuntimeError(f"path parameters without a validator: {sorted(unknown)}")
-    if "name" in params:
-        validate_name(params["name"])
-    if "digest" in params:
-        validate_digest(params["digest"])
-    if "tag" in params:
-        validate_tag(params["tag"])
-    if "reference" in params:
-        reference = params["reference"]
-        if reference.startswith("blake3:"):
-            validate_digest(reference)
-        else:
-            validate_tag(reference)
-    if "token_name" in params:
-        tokens.validate_name(params["token_name"])
+    for param, validate in PATH_VALIDATORS.items():
+        if param in params:
+            validate(params[param])
 
 
 class TokenCache:
@@ -128,13 +139,13 @@ def token_cache(request: Request) -> TokenCache:
     if cache is None:
         cache = TokenCache(get_context(request).settings.auth_cache_seconds)
         state.token_cache = cache
-    assert isinstance(cache, TokenCache)
+    assert isinstance(cache, TokenCache)  # noqa: S101 - narrows app.state (set just above)
     return cache
 
 
-def _unauthorized(message: str, invalid_token: bool = False) -> AuthError:
-    return AuthError(
-        message, code="UNAUTHORIZED", detail={"invalid_token": True} if invalid_token else None
+def _unauthorized(message: str, invalid_token: bool = False) -> WregError:
+    return ErrorCode.UNAUTHORIZED.error(
+        message, detail={"invalid_token": True} if invalid_token else None
     )
 
 
@@ -163,12 +174,11 @@ async def authenticate(request: Request, context: AppContext) -> Principal:
     return principal
 
 
-def _denied(principal: Principal, needed: str) -> AuthError:
+def _denied(principal: Principal, needed: str) -> WregError:
     if principal.is_anonymous:
         return _unauthorized(f"{needed} needs a token: run `wreg login` or set WREG_TOKEN")
-    return AuthError(
+    return ErrorCode.DENIED.error(
         f"token {principal.name!r} may not {needed}",
-        code="DENIED",
         detail={"token": principal.name, "needed": needed},
     )
 
@@ -194,7 +204,7 @@ async def guard(request: Request) -> None:
     if need.kind in ("caller", "listing"):
         return
     if need.kind == "repository":
-        assert need.repository is not None
+        assert need.repository is not None  # noqa: S101 - narrows: required() always sets it
         if not principal.can(need.action, need.repository):
             raise _denied(principal, f"{need.action} {need.repository!r}")
     elif need.kind == "chunks":

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Final, Literal
 
-from wreg.core.errors import InvalidInput
+from wreg.core.errors import ErrorCode
 
 Action = Literal["pull", "push", "admin"]
 ACTIONS: Final[tuple[Action, ...]] = ("pull", "push", "admin")
@@ -45,10 +45,9 @@ def parse_scope(text: str) -> Scope:
     """``pull:team-a/*`` → ``Scope``; raises ``InvalidInput`` (``TOKEN_INVALID``)."""
     action, sep, glob = text.partition(":")
     if not sep or action not in _RANK or not _GLOB_RE.fullmatch(glob):
-        raise InvalidInput(
+        raise ErrorCode.TOKEN_INVALID.error(
             f"invalid scope {text!r}: expected ACTION:GLOB with ACTION one of "
             "pull, push, admin and GLOB a repository name pattern (team-a/*, *)",
-            code="TOKEN_INVALID",
             detail={"scope": text},
         )
     return Scope(action, glob)
@@ -56,9 +55,9 @@ def parse_scope(text: str) -> Scope:
 
 def parse_scopes(texts: list[str] | tuple[str, ...]) -> tuple[Scope, ...]:
     if not texts:
-        raise InvalidInput("a token needs at least one scope", code="TOKEN_INVALID")
+        raise ErrorCode.TOKEN_INVALID.error("a token needs at least one scope")
     if len(texts) > MAX_SCOPES:
-        raise InvalidInput(f"at most {MAX_SCOPES} scopes per token", code="TOKEN_INVALID")
+        raise ErrorCode.TOKEN_INVALID.error(f"at most {MAX_SCOPES} scopes per token")
     return tuple(dict.fromkeys(parse_scope(t) for t in texts))
 
 

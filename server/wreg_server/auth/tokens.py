@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wreg.core.errors import InvalidInput, NotFound, RegistryError
+from wreg.core.errors import ErrorCode
 from wreg_server.auth.scopes import Scope, parse_scope, parse_scopes
 from wreg_server.db.models import Token
 from wreg_server.db.types import utcnow
@@ -82,10 +82,9 @@ def looks_like_token(value: str) -> bool:
 
 def validate_name(name: str) -> str:
     if not _NAME_RE.fullmatch(name) or name == "self":
-        raise InvalidInput(
+        raise ErrorCode.TOKEN_INVALID.error(
             f"invalid token name {name!r}: expected 1-128 characters of A-Z, a-z, 0-9, "
             "'.', '_', '-' (not starting with '.', '_' or '-'; not 'self')",
-            code="TOKEN_INVALID",
             detail={"name": name},
         )
     return name
@@ -120,9 +119,8 @@ async def create(session: AsyncSession, name: str, scopes: Sequence[str]) -> tup
         await session.commit()
     except DBIntegrityError:
         await session.rollback()
-        raise RegistryError(
+        raise ErrorCode.TOKEN_EXISTS.error(
             f"a token named {name!r} exists; revoke it first or pick another name",
-            code="TOKEN_EXISTS",
             detail={"name": name},
         ) from None
     return _info(row), token
@@ -159,11 +157,14 @@ async def verify(session: AsyncSession, token: str) -> TokenInfo | None:
 
 
 async def revoke(session: AsyncSession, name: str) -> TokenInfo:
-    """Revoke the live token ``name``; raises ``NotFound`` (``TOKEN_UNKNOWN``)."""
-    validate_name(name)
+    """Revoke the live token ``name``; raises ``NotFound`` (``TOKEN_UNKNOWN``).
+
+    ``name`` is validated by the caller: the guard (``DELETE /v1/tokens/{token_name}``) or
+    the CLI, so a request validates it once.
+    """
     row = await session.scalar(select(Token).where(Token.name == name, Token.revoked_at.is_(None)))
     if row is None:
-        raise NotFound(f"no live token named {name!r}", code="TOKEN_UNKNOWN", detail={"name": name})
+        raise ErrorCode.TOKEN_UNKNOWN.error(f"no live token named {name!r}", detail={"name": name})
     row.revoked_at = utcnow()
     await session.commit()
     return _info(row)

@@ -27,9 +27,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from wreg.core.digest import PREFIX
 from wreg_server.db.types import BigId, UTCDateTime, utcnow
 
-DIGEST_LENGTH = 71  # "blake3:" + 64 hex
+DIGEST_LENGTH = len(PREFIX) + 64  # 71: the column width of every digest
 NAME_LENGTH = 255
 TAG_LENGTH = 128
 TOKEN_NAME_LENGTH = 128
@@ -59,8 +60,10 @@ class Repository(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class Manifest(Base):
-    """A committed manifest, body kept byte-for-byte (its digest is over those bytes)."""
+class ManifestRow(Base):
+    """A committed manifest, body kept byte-for-byte (its digest is over those bytes).
+
+    ``Row`` because ``wreg.core.manifest.Manifest`` is the manifest itself, parsed."""
 
     __tablename__ = "manifests"
     __table_args__ = (UniqueConstraint("repository_id", "digest"),)

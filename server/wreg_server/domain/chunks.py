@@ -25,13 +25,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from wreg.core.digest import validate_digest
 from wreg.core.encoding import decode_chunk, encoded_raw_length
-from wreg.core.errors import InvalidInput, NotFound
+from wreg.core.errors import ErrorCode, WregError
 from wreg_server.db import dialect
 from wreg_server.db.models import Chunk
 from wreg_server.db.types import utcnow
+from wreg_server.domain.layout import chunk_key
 from wreg_server.domain.views import ChunkInfo
 from wreg_server.metrics import current as metrics
-from wreg_server.objectstore import ObjectNotFound, ObjectStore, chunk_key
+from wreg_server.objectstore import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,6 @@ async def missing(session: AsyncSession, digests: Sequence[str]) -> list[str]:
 
 async def get(session: AsyncSession, digest: str) -> ChunkInfo:
     """The recorded chunk; raises ``NotFound`` (CHUNK_UNKNOWN)."""
-    validate_digest(digest)
     row = await session.get(Chunk, digest)
     if row is None:
         raise _unknown(digest)
@@ -124,23 +124,21 @@ async def _read_object(store: ObjectStore, digest: str) -> bytes:
 
 
 async def upload(
-    session: AsyncSession, store: ObjectStore, digest: str, blob: bytes, *, max_raw: int
+    session: AsyncSession, store: ObjectStore, digest: str, encoded: bytes, *, max_raw: int
 ) -> tuple[ChunkInfo, bool]:
     """Verify and store one encoded chunk; returns (chunk, True if it is new).
 
     The header is checked before decoding so an oversized raw length is refused without
     allocating it; decoding (decompress + blake3) runs in a worker thread.
     """
-    validate_digest(digest)
-    raw_length = encoded_raw_length(blob)
+    raw_length = encoded_raw_length(encoded)
     if raw_length > max_raw:
-        raise InvalidInput(
+        raise ErrorCode.CHUNK_TOO_LARGE.error(
             f"chunk raw length {raw_length} exceeds the limit of {max_raw} bytes",
-            code="CHUNK_TOO_LARGE",
             detail={"size": raw_length, "limit": max_raw},
         )
-    await to_thread.run_sync(partial(decode_chunk, blob, expected_digest=digest))
-    info = ChunkInfo(digest, raw_length, len(blob))
+    await to_thread.run_sync(partial(decode_chunk, encoded, expected_digest=digest))
+    info = ChunkInfo(digest, raw_length, len(encoded))
     key = chunk_key(digest)
     existing = await session.get(Chunk, digest)
     live = existing is not None and existing.gc_pending_since is None
@@ -149,7 +147,7 @@ async def upload(
         await session.commit()
         metrics().chunk_upload(False, existing.size)
         return ChunkInfo(existing.digest, existing.size, existing.stored_size), False
-    await store.put(key, blob)
+    await store.put(key, encoded)
     now = utcnow()
     stmt = dialect.insert(session, Chunk).values(
         digest=digest,
@@ -171,11 +169,11 @@ async def upload(
     # removed our object after the put above has committed. Put it back if so.
     if not await store.exists(key):
         log.warning("chunk %s was collected during its upload; storing it again", digest)
-        await store.put(key, blob)
+        await store.put(key, encoded)
     await session.commit()
     metrics().chunk_upload(True, info.size)
     return info, not live
 
 
-def _unknown(digest: str) -> NotFound:
-    return NotFound(f"chunk {digest} is unknown", code="CHUNK_UNKNOWN", detail={"digest": digest})
+def _unknown(digest: str) -> WregError:
+    return ErrorCode.CHUNK_UNKNOWN.error(f"chunk {digest} is unknown", detail={"digest": digest})

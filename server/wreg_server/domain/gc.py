@@ -84,7 +84,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wreg_server.db.models import Chunk, ManifestChunk
 from wreg_server.db.types import utcnow
-from wreg_server.objectstore import ObjectStore, chunk_key
+from wreg_server.domain.layout import chunk_key
+from wreg_server.objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,11 @@ from anyio import to_thread
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wreg.core.digest import digest_bytes, validate_digest
-from wreg.core.errors import IntegrityError, InvalidInput, NotFound
+from wreg.core.digest import PREFIX, digest_bytes
+from wreg.core.errors import ErrorCode
 from wreg.core.manifest import Manifest
-from wreg.core.reference import validate_name, validate_tag
 from wreg_server.db import dialect
-from wreg_server.db.models import Manifest as ManifestRow
-from wreg_server.db.models import ManifestChunk, Repository, Tag
+from wreg_server.db.models import ManifestChunk, ManifestRow, Repository, Tag
 from wreg_server.db.types import utcnow
 from wreg_server.domain import chunks, repositories, tags
 from wreg_server.domain.views import ManifestBody
@@ -28,16 +26,14 @@ def parse_verified(digest: str, body: bytes) -> Manifest:
     """Parse ``body``, insisting it hashes to ``digest`` and is canonical (CPU-bound)."""
     actual = digest_bytes(body)
     if actual != digest:
-        raise IntegrityError(
+        raise ErrorCode.DIGEST_MISMATCH.error(
             f"manifest body does not match its digest: expected {digest}, got {actual}",
-            code="DIGEST_MISMATCH",
             detail={"expected": digest, "actual": actual},
         )
     manifest = Manifest.from_json_bytes(body)
     if manifest.to_json_bytes() != body:
-        raise InvalidInput(
+        raise ErrorCode.MANIFEST_INVALID.error(
             "manifest body is not canonical JSON (sorted keys, no whitespace, UTF-8)",
-            code="MANIFEST_INVALID",
         )
     return manifest
 
@@ -52,10 +48,6 @@ async def commit(
     first (``ensure``), like every other tag or manifest change, so a concurrent delete of
     this manifest or move of this tag runs wholly before or after this commit.
     """
-    validate_name(name)
-    validate_digest(digest)
-    if tag is not None:
-        validate_tag(tag)
     manifest = await to_thread.run_sync(parse_verified, digest, body)
 
     repo_id = await repositories.ensure(session, name)
@@ -74,17 +66,14 @@ async def resolve(session: AsyncSession, name: str, reference: str) -> ManifestB
     """The manifest ``reference`` (a tag or a digest) names in repository ``name``."""
     repo_id = await repositories.require(session, name)
     query = select(ManifestRow.digest, ManifestRow.body).where(ManifestRow.repository_id == repo_id)
-    if reference.startswith("blake3:"):
-        validate_digest(reference)
+    if reference.startswith(PREFIX):
         row = (await session.execute(query.where(ManifestRow.digest == reference))).first()
         if row is None:
-            raise NotFound(
+            raise ErrorCode.MANIFEST_UNKNOWN.error(
                 f"manifest {reference} is unknown in {name!r}",
-                code="MANIFEST_UNKNOWN",
                 detail={"name": name, "digest": reference},
             )
     else:
-        validate_tag(reference)
         query = query.join(Tag, Tag.manifest_id == ManifestRow.id).where(
             Tag.repository_id == repo_id, Tag.name == reference
         )
@@ -100,10 +89,8 @@ async def remove(session: AsyncSession, name: str, digest: str) -> list[str]:
     Its chunk edges go with it, so chunks only it referenced become garbage for the next
     GC run (after their grace period, counted from their last upload or query).
     """
-    validate_name(name)
-    validate_digest(digest)
     repo_id = await repositories.require(session, name)
-    manifest_id = await find_id(session, repo_id, digest)
+    manifest_id = await repositories.manifest_id(session, repo_id, digest)
     await repositories.touch(session, repo_id)  # repository row before tag rows (see touch)
     removed = await session.scalars(
         delete(Tag).where(Tag.manifest_id == manifest_id).returning(Tag.name)
@@ -113,22 +100,6 @@ async def remove(session: AsyncSession, name: str, digest: str) -> list[str]:
     await session.execute(delete(ManifestRow).where(ManifestRow.id == manifest_id))
     await session.commit()
     return tag_names
-
-
-async def find_id(session: AsyncSession, repo_id: int, digest: str) -> int:
-    """Id of manifest ``digest`` in the repository; raises ``NotFound`` (MANIFEST_UNKNOWN)."""
-    manifest_id = await session.scalar(
-        select(ManifestRow.id).where(
-            ManifestRow.repository_id == repo_id, ManifestRow.digest == digest
-        )
-    )
-    if manifest_id is None:
-        raise NotFound(
-            f"manifest {digest} is unknown in this repository",
-            code="MANIFEST_UNKNOWN",
-            detail={"digest": digest},
-        )
-    return manifest_id
 
 
 async def _find(session: AsyncSession, name: str, digest: str) -> int | None:
@@ -145,16 +116,14 @@ async def _check_chunks(session: AsyncSession, manifest: Manifest) -> None:
     stored = await chunks.sizes_of(session, wanted)
     missing = [d for d in wanted if d not in stored]
     if missing:
-        raise InvalidInput(
+        raise ErrorCode.MANIFEST_CHUNKS_MISSING.error(
             f"manifest references {len(missing)} chunk(s) the registry lacks",
-            code="MANIFEST_CHUNKS_MISSING",
             detail={"missing": missing},
         )
     wrong = {d: {"manifest": s, "stored": stored[d]} for d, s in wanted.items() if stored[d] != s}
     if wrong:
-        raise InvalidInput(
+        raise ErrorCode.MANIFEST_INVALID.error(
             "manifest gives chunk sizes that differ from the stored chunks",
-            code="MANIFEST_INVALID",
             detail={"sizes": wrong},
         )
 
@@ -173,4 +142,4 @@ async def _insert(
         if edges:
             await session.execute(insert(ManifestChunk), edges)
         return int(manifest_id)
-    return await find_id(session, repo_id, digest)
+    return await repositories.manifest_id(session, repo_id, digest)

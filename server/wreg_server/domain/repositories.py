@@ -1,4 +1,6 @@
-"""Repositories: created by their first manifest commit, listed with their tags."""
+"""Repositories: created by their first manifest commit, listed with their tags; and the
+ids that tag and manifest changes start from (``require``, ``manifest_id``), here so that
+``manifests`` and ``tags`` both build on this module instead of on each other."""
 
 from __future__ import annotations
 
@@ -7,10 +9,9 @@ from collections import defaultdict
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wreg.core.errors import NotFound
-from wreg.core.reference import validate_name
+from wreg.core.errors import ErrorCode
 from wreg_server.db import dialect
-from wreg_server.db.models import Repository, Tag
+from wreg_server.db.models import ManifestRow, Repository, Tag
 from wreg_server.db.types import utcnow
 from wreg_server.domain.views import RepositoryInfo
 
@@ -26,13 +27,25 @@ async def ensure(session: AsyncSession, name: str) -> int:
 
 async def require(session: AsyncSession, name: str) -> int:
     """Id of an existing repository; raises ``NotFound`` (NAME_UNKNOWN)."""
-    validate_name(name)
     repo_id = await session.scalar(select(Repository.id).where(Repository.name == name))
     if repo_id is None:
-        raise NotFound(
-            f"repository {name!r} is unknown", code="NAME_UNKNOWN", detail={"name": name}
-        )
+        raise ErrorCode.NAME_UNKNOWN.error(f"repository {name!r} is unknown", detail={"name": name})
     return repo_id
+
+
+async def manifest_id(session: AsyncSession, repo_id: int, digest: str) -> int:
+    """Id of manifest ``digest`` in the repository; raises ``NotFound`` (MANIFEST_UNKNOWN)."""
+    found = await session.scalar(
+        select(ManifestRow.id).where(
+            ManifestRow.repository_id == repo_id, ManifestRow.digest == digest
+        )
+    )
+    if found is None:
+        raise ErrorCode.MANIFEST_UNKNOWN.error(
+            f"manifest {digest} is unknown in this repository",
+            detail={"digest": digest},
+        )
+    return found
 
 
 async def touch(session: AsyncSession, repo_id: int) -> None:

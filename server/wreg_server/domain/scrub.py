@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wreg.core.encoding import decode_chunk
 from wreg.core.errors import IntegrityError, InvalidInput
-from wreg_server.db.models import Chunk, Manifest, ManifestChunk, Repository
-from wreg_server.objectstore.base import ObjectNotFound, ObjectStore
-from wreg_server.objectstore.layout import chunk_key
+from wreg_server.db.models import Chunk, ManifestChunk, ManifestRow, Repository
+from wreg_server.domain.layout import chunk_key
+from wreg_server.objectstore import ObjectNotFound, ObjectStore
 
 _BATCH = 500
 
@@ -71,24 +71,24 @@ async def scrub(sessions: async_sessionmaker[AsyncSession], store: ObjectStore) 
             break
         for digest in rows:
             try:
-                blob = await store.get(chunk_key(digest))
+                encoded = await store.get(chunk_key(digest))
             except ObjectNotFound:
                 result.missing.append(digest)
                 continue
             try:
-                await to_thread.run_sync(decode_chunk, blob, digest)
+                await to_thread.run_sync(decode_chunk, encoded, digest)
             except (InvalidInput, IntegrityError):
                 result.corrupt.append(digest)
             result.chunks_checked += 1
-            result.bytes_checked += len(blob)
+            result.bytes_checked += len(encoded)
         after = rows[-1]
     bad = result.corrupt + result.missing
     if bad:
         async with sessions() as session:
             query = (
-                select(Repository.name, Manifest.digest)
-                .join(Manifest, Manifest.repository_id == Repository.id)
-                .join(ManifestChunk, ManifestChunk.manifest_id == Manifest.id)
+                select(Repository.name, ManifestRow.digest)
+                .join(ManifestRow, ManifestRow.repository_id == Repository.id)
+                .join(ManifestChunk, ManifestChunk.manifest_id == ManifestRow.id)
                 .where(ManifestChunk.chunk_digest.in_(bad))
                 .distinct()
             )

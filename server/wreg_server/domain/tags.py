@@ -9,18 +9,17 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wreg.core.digest import validate_digest
-from wreg.core.errors import NotFound, RegistryError
-from wreg.core.reference import validate_name, validate_tag
+from wreg.core.errors import ErrorCode, WregError
 from wreg_server.db import dialect
-from wreg_server.db.models import Manifest, Tag
+from wreg_server.db.models import ManifestRow, Tag
 from wreg_server.db.types import utcnow
 from wreg_server.domain import repositories
 from wreg_server.domain.views import TagInfo
 
 
-def unknown(name: str, tag: str) -> NotFound:
-    return NotFound(
-        f"tag {tag!r} is unknown in {name!r}", code="TAG_UNKNOWN", detail={"name": name, "tag": tag}
+def unknown(name: str, tag: str) -> WregError:
+    return ErrorCode.TAG_UNKNOWN.error(
+        f"tag {tag!r} is unknown in {name!r}", detail={"name": name, "tag": tag}
     )
 
 
@@ -46,11 +45,10 @@ def _matches(current: str | None, etags: tuple[str, ...]) -> bool:
     return current is not None and ("*" in etags or current in etags)
 
 
-def conflict(name: str, tag: str, current: str | None, precondition: Precondition) -> RegistryError:
+def conflict(name: str, tag: str, current: str | None, precondition: Precondition) -> WregError:
     where = f"points at {current}" if current is not None else "does not exist"
-    return RegistryError(
+    return ErrorCode.TAG_CONFLICT.error(
         f"tag {tag!r} of {name!r} {where}, which the request's precondition excludes",
-        code="TAG_CONFLICT",
         detail={
             "name": name,
             "tag": tag,
@@ -84,8 +82,8 @@ async def upsert(session: AsyncSession, repo_id: int, tag: str, manifest_id: int
 async def _current(session: AsyncSession, repo_id: int, tag: str) -> str | None:
     """The digest ``tag`` points at now, or None."""
     return await session.scalar(
-        select(Manifest.digest)
-        .join(Tag, Tag.manifest_id == Manifest.id)
+        select(ManifestRow.digest)
+        .join(Tag, Tag.manifest_id == ManifestRow.id)
         .where(Tag.repository_id == repo_id, Tag.name == tag)
     )
 
@@ -103,13 +101,10 @@ async def put(
     under the repository's lock (``repositories.touch``), so of several clients moving
     the tag from the same digest exactly one succeeds; the others get ``TAG_CONFLICT``.
     """
-    from wreg_server.domain.manifests import find_id  # manifests imports this module
-
-    validate_tag(tag)
-    validate_digest(digest)
+    validate_digest(digest)  # from the request body; name and tag arrive validated
     repo_id = await repositories.require(session, name)
     await repositories.touch(session, repo_id)  # lock before reading what the tag is
-    manifest_id = await find_id(session, repo_id, digest)
+    manifest_id = await repositories.manifest_id(session, repo_id, digest)
     if precondition is not None:
         current = await _current(session, repo_id, tag)
         if not precondition.holds(current):
@@ -120,13 +115,11 @@ async def put(
 
 
 async def get(session: AsyncSession, name: str, tag: str) -> TagInfo:
-    validate_name(name)
-    validate_tag(tag)
     repo_id = await repositories.require(session, name)
     row = (
         await session.execute(
-            select(Manifest.digest, Tag.updated_at)
-            .join(Manifest, Manifest.id == Tag.manifest_id)
+            select(ManifestRow.digest, Tag.updated_at)
+            .join(ManifestRow, ManifestRow.id == Tag.manifest_id)
             .where(Tag.repository_id == repo_id, Tag.name == tag)
         )
     ).first()
@@ -139,7 +132,6 @@ async def remove(
     session: AsyncSession, name: str, tag: str, precondition: Precondition | None = None
 ) -> None:
     """Delete a tag (its manifest stays, reachable by digest until GC)."""
-    validate_tag(tag)
     repo_id = await repositories.require(session, name)
     await repositories.touch(session, repo_id)  # lock order: repository, then tag
     if precondition is not None:
@@ -158,8 +150,8 @@ async def list_for(session: AsyncSession, name: str) -> list[TagInfo]:
     """Every tag of repository ``name``, sorted by tag."""
     repo_id = await repositories.require(session, name)
     rows = await session.execute(
-        select(Tag.name, Manifest.digest, Tag.updated_at)
-        .join(Manifest, Manifest.id == Tag.manifest_id)
+        select(Tag.name, ManifestRow.digest, Tag.updated_at)
+        .join(ManifestRow, ManifestRow.id == Tag.manifest_id)
         .where(Tag.repository_id == repo_id)
         .order_by(Tag.name)
     )

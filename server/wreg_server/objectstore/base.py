@@ -1,27 +1,33 @@
 """The object store interface: keys and bytes, never chunks.
 
 An object store holds immutable-in-practice objects under slash-separated keys. It knows
-nothing about digests, encodings or the index; ``layout`` decides which key a chunk gets.
+nothing about digests, encodings or the index; ``domain/layout.py`` decides which key a
+chunk gets.
 
-Keys are checked here once (``check_key``) so each backend only implements the
-underscore methods and stays small, the way distribution's ``driver/base`` wraps every
-storage driver. Every public method's failures:
+Keys are checked and errors normalised here once (``check_key``, ``failures``) so each
+backend only implements the underscore methods and stays small, the way distribution's
+``driver/base`` wraps every storage driver. Every public method's failures:
 
 * ``InvalidKey`` — the key is not well formed (any method);
 * ``ObjectNotFound`` — ``get`` / ``size`` of a key that does not exist;
 * ``presigned_url`` never fails for a missing key: it is an optional capability that
   answers ``None`` unless the backend can hand out direct URLs;
-* anything else (``OSError``, a network error) — the backend is broken or unreachable;
-  callers do not guess, and the API answers it as ``503 UNAVAILABLE`` (``api/middleware.py``).
+* ``BackendError`` — the backend is broken or unreachable: what its library raised (an
+  ``OSError``, an obstore error; the backend's ``failures``), wrapped, the original as
+  ``__cause__``. Callers do not guess, and the API answers it as ``503 UNAVAILABLE``
+  (``api/middleware.py``).
+
+Anything else is a bug in the store or its caller.
 """
 
 from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import ClassVar, Final
 
 _SEGMENT: Final = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
 _KEY_RE: Final = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
@@ -47,6 +53,20 @@ class InvalidKey(ObjectStoreError, ValueError):
     """The key is empty, absolute, has empty or dot-leading segments, or odd characters."""
 
 
+class BackendError(ObjectStoreError, OSError):
+    """The backend failed or could not be reached (transient, as far as callers can tell).
+
+    Its message is the backend's own; ``__cause__`` is the original exception. An
+    ``OSError`` too, so code that handled the filesystem's I/O errors keeps working.
+    """
+
+    def __init__(self, store: str, operation: str, key: str, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.store = store
+        self.operation = operation
+        self.key = key
+
+
 def check_key(key: str) -> str:
     """Return ``key`` if it is a well-formed object key, else raise ``InvalidKey``.
 
@@ -69,29 +89,58 @@ class ObjectStore(ABC):
     """Async key → bytes store; ``put`` is atomic (a key is never seen half-written)."""
 
     name: str = "abstract"
+    failures: ClassVar[tuple[type[Exception], ...]] = ()
+    """What the backend's library raises when the backend fails or cannot be reached; the
+    public methods raise these as ``BackendError``. A backend's own ``ObjectStoreError``s
+    (``ObjectNotFound``) pass through unchanged."""
+
+    @contextmanager
+    def _translated(self, operation: str, key: str) -> Iterator[None]:
+        """Raise the backend's ``failures`` inside the block as ``BackendError``."""
+        try:
+            yield
+        except ObjectStoreError:
+            raise
+        except self.failures as exc:
+            raise BackendError(self.name, operation, key, exc) from exc
 
     async def put(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key``, replacing any previous object atomically."""
-        await self._put(check_key(key), data)
+        key = check_key(key)
+        with self._translated("put", key):
+            await self._put(key, data)
 
     async def get(self, key: str) -> bytes:
         """The bytes under ``key``; raises ``ObjectNotFound``."""
-        return await self._get(check_key(key))
+        key = check_key(key)
+        with self._translated("get", key):
+            return await self._get(key)
 
     async def exists(self, key: str) -> bool:
-        return await self._exists(check_key(key))
+        key = check_key(key)
+        with self._translated("exists", key):
+            return await self._exists(key)
 
     async def size(self, key: str) -> int:
         """Size in bytes of the object under ``key``; raises ``ObjectNotFound``."""
-        return await self._size(check_key(key))
+        key = check_key(key)
+        with self._translated("size", key):
+            return await self._size(key)
 
     async def delete(self, key: str) -> None:
         """Remove ``key``; removing a missing key is not an error (GC may race itself)."""
-        await self._delete(check_key(key))
+        key = check_key(key)
+        with self._translated("delete", key):
+            await self._delete(key)
 
     def list(self, prefix: str = "") -> AsyncIterator[str]:
         """Every key that starts with ``prefix`` (plain string prefix), in sorted order."""
-        return self._list(check_prefix(prefix))
+        return self._listing(check_prefix(prefix))
+
+    async def _listing(self, prefix: str) -> AsyncIterator[str]:
+        with self._translated("list", prefix):
+            async for key in self._list(prefix):
+                yield key
 
     def local_path(self, key: str) -> Path | None:
         """The file holding ``key`` if this store keeps objects as local files, else None.
@@ -110,7 +159,9 @@ class ObjectStore(ABC):
         backend that returns a URL (S3 with redirects on) makes it expire soon, and does not
         check that the object exists — fetching a missing one fails at the URL's host.
         """
-        return await self._presigned_url(check_key(key))
+        key = check_key(key)
+        with self._translated("presigned_url", key):
+            return await self._presigned_url(key)
 
     async def _presigned_url(self, key: str) -> str | None:
         return None

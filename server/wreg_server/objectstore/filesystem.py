@@ -4,7 +4,9 @@
 path, so readers see either no object or the whole object, never a prefix — the same
 stage-then-move that keeps the node cache correct. ``.tmp`` lives under the root so the
 rename never crosses filesystems; keys cannot start with a dot, so it never clashes.
-Blocking calls run in worker threads to keep the event loop free.
+Blocking calls run in worker threads to keep the event loop free. Any ``OSError`` but a
+missing file (a full or read-only disk, permissions, a lost mount) is a failure of the
+backend: ``base.py`` raises it as ``BackendError``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class FilesystemStore(ObjectStore):
     """Objects as files under ``root``; keys map to relative paths one-to-one."""
 
     name = "file"
+    failures = (OSError,)
 
     def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.root = Path(root)

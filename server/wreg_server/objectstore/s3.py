@@ -19,6 +19,10 @@ How each operation maps onto S3:
   store was built with ``redirect=True``; otherwise ``None``, so chunks stream through
   the server.
 
+Any other obstore error (connection refused or reset, 5xx after obstore's own retries,
+denied credentials) is a failure of the backend: ``base.py`` raises it as
+``BackendError``, so nothing above this module knows obstore's exception types.
+
 Every key is stored under ``prefix`` (if any) so several registries can share a bucket.
 Credentials: the ones given, else obstore's default chain (``AWS_*`` environment,
 web identity, instance metadata).
@@ -32,6 +36,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Final
 
 import obstore
+from obstore.exceptions import BaseError as _ObstoreError
 from obstore.store import S3Store as _ObstoreS3
 
 from wreg_server.objectstore.base import ObjectNotFound, ObjectStore, check_key
@@ -51,6 +56,7 @@ class S3Store(ObjectStore):
     """Objects in one bucket (under an optional key prefix) of an S3-compatible service."""
 
     name = "s3"
+    failures = (_ObstoreError, OSError)
 
     def __init__(
         self,

@@ -4,7 +4,8 @@ Chunk URLs are immutable — a digest names one content forever — so downloads
 marked cacheable for a year and any HTTP cache or CDN in front may serve them. With an
 S3 store and ``WREG_S3_REDIRECT`` on, a download is instead a 307 to a presigned URL
 that expires soon, so the redirect itself is marked ``no-store``: a cache that kept it
-for a year would hand out a dead link.
+for a year would hand out a dead link (``api/caching.py``). ``{digest}`` arrives
+validated: the guard validates every path parameter once, before any route code runs.
 """
 
 from __future__ import annotations
@@ -15,20 +16,17 @@ from anyio import to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 
-from wreg.core.digest import validate_digest
-from wreg.core.encoding import MEDIA_TYPE
-from wreg.core.errors import InvalidInput
+from wreg.core.errors import ErrorCode
+from wreg.core.mediatypes import CHUNK_MEDIA_TYPE
 from wreg_server.api.body import openapi_binary, openapi_body, read_json, read_limited
+from wreg_server.api.caching import IMMUTABLE, NO_STORE
 from wreg_server.api.deps import SessionDep, SettingsDep, StoreDep
 from wreg_server.api.schemas import ChunkStored, MissingRequest, MissingResponse
 from wreg_server.domain import chunks
-from wreg_server.objectstore.base import ObjectStore
-from wreg_server.objectstore.layout import chunk_key
+from wreg_server.domain.layout import chunk_key
+from wreg_server.objectstore import ObjectStore
 
 router = APIRouter(prefix="/v1/chunks", tags=["chunks"])
-
-IMMUTABLE = "public, max-age=31536000, immutable"
-REDIRECT_CACHE = "no-store"
 
 
 def _cache_headers(digest: str) -> dict[str, str]:
@@ -46,9 +44,8 @@ async def missing(request: Request, session: SessionDep, settings: SettingsDep) 
     """Which of these digests the registry lacks (request order kept, duplicates dropped)."""
     query = await read_json(request, MissingRequest, settings.max_json_body)
     if len(query.digests) > settings.max_missing_query:
-        raise InvalidInput(
+        raise ErrorCode.BODY_TOO_LARGE.error(
             f"at most {settings.max_missing_query} digests per query",
-            code="BODY_TOO_LARGE",
             detail={"limit": settings.max_missing_query, "count": len(query.digests)},
         )
     return MissingResponse(missing=await chunks.missing(session, query.digests))
@@ -70,10 +67,11 @@ async def put_chunk(
     settings: SettingsDep,
 ) -> ChunkStored:
     """Upload one encoded chunk; it is decoded and verified before it becomes visible."""
-    validate_digest(digest)
-    blob = await read_limited(request, settings.max_chunk_encoded, code="CHUNK_TOO_LARGE")
+    encoded = await read_limited(
+        request, settings.max_chunk_encoded, code=ErrorCode.CHUNK_TOO_LARGE
+    )
     info, created = await chunks.upload(
-        session, store, digest, blob, max_raw=settings.max_chunk_raw
+        session, store, digest, encoded, max_raw=settings.max_chunk_raw
     )
     response.status_code = 201 if created else 200
     return ChunkStored(digest=info.digest, size=info.size, stored_size=info.stored_size)
@@ -83,7 +81,7 @@ async def put_chunk(
     "/{digest}",
     response_class=Response,
     responses={
-        200: {"content": {MEDIA_TYPE: {}}},
+        200: {"content": {CHUNK_MEDIA_TYPE: {}}},
         307: {"description": "fetch the chunk from this presigned object-store URL"},
     },
 )
@@ -100,8 +98,8 @@ async def get_chunk(
         return local
     found = await chunks.fetch(session, store, digest)
     if isinstance(found, str):
-        return RedirectResponse(found, status_code=307, headers={"Cache-Control": REDIRECT_CACHE})
-    return Response(found, media_type=MEDIA_TYPE, headers=headers)
+        return RedirectResponse(found, status_code=307, headers={"Cache-Control": NO_STORE})
+    return Response(found, media_type=CHUNK_MEDIA_TYPE, headers=headers)
 
 
 async def _local_file(request: Request, store: ObjectStore, digest: str) -> Response | None:
@@ -115,18 +113,20 @@ async def _local_file(request: Request, store: ObjectStore, digest: str) -> Resp
     the server sends the file itself; otherwise one read in a worker thread beats
     FileResponse's 64 KiB reads, each a thread hop (``bench/server_data_path.py``).
     """
-    path = store.local_path(chunk_key(validate_digest(digest)))
+    path = store.local_path(chunk_key(digest))
     if path is None:
         return None
     headers = _cache_headers(digest)
     try:
         if "http.response.pathsend" in request.scope.get("extensions", {}):
             stat = os.stat(path)
-            return FileResponse(path, stat_result=stat, media_type=MEDIA_TYPE, headers=headers)
+            return FileResponse(
+                path, stat_result=stat, media_type=CHUNK_MEDIA_TYPE, headers=headers
+            )
         body = await to_thread.run_sync(path.read_bytes)
     except FileNotFoundError:
         return None
-    return Response(body, media_type=MEDIA_TYPE, headers=headers)
+    return Response(body, media_type=CHUNK_MEDIA_TYPE, headers=headers)
 
 
 @router.head("/{digest}", response_class=Response)
@@ -134,4 +134,4 @@ async def head_chunk(digest: str, session: SessionDep) -> Response:
     """Whether the chunk exists, and its encoded size, without the bytes."""
     info = await chunks.get(session, digest)
     headers = {**_cache_headers(digest), "Content-Length": str(info.stored_size)}
-    return Response(media_type=MEDIA_TYPE, headers=headers)
+    return Response(media_type=CHUNK_MEDIA_TYPE, headers=headers)

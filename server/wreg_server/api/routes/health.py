@@ -8,7 +8,7 @@ import logging
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import text
 
-from wreg.core.errors import RegistryError
+from wreg.core.errors import ErrorCode
 from wreg_server.api.deps import ContextDep
 from wreg_server.api.schemas import Health
 from wreg_server.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -31,7 +31,7 @@ async def readyz(context: ContextDep) -> Health:
         await context.store.exists("readyz")
     except Exception as exc:
         log.warning("not ready: %s", exc)
-        raise RegistryError(f"backend unavailable: {exc}", code="UNAVAILABLE") from None
+        raise ErrorCode.UNAVAILABLE.error(f"backend unavailable: {exc}") from None
     return Health(status="ok")
 
 
@@ -39,5 +39,5 @@ async def readyz(context: ContextDep) -> Health:
 async def metrics(request: Request) -> Response:
     """This process's counters in the Prometheus text format."""
     registry = request.app.state.metrics
-    assert isinstance(registry, Metrics)
+    assert isinstance(registry, Metrics)  # noqa: S101 - narrows app.state (create_app sets it)
     return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)

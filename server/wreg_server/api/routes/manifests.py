@@ -1,19 +1,19 @@
 """``/v1/repositories/{name}/manifests/{reference}``: commit and fetch manifests.
 
-Names contain a slash (``team/model``), hence ``{name:path}``; the name is validated
-before anything else happens.
+Names contain a slash (``team/model``), hence ``{name:path}``. Path parameters arrive
+validated: the guard (``auth/guard.py``) validates each once, before any route code runs.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from wreg.core.digest import validate_digest
-from wreg.core.manifest import MEDIA_TYPE
-from wreg.core.reference import validate_name, validate_tag
+from wreg.core.errors import ErrorCode
+from wreg.core.mediatypes import MANIFEST_MEDIA_TYPE
+from wreg.core.reference import validate_tag
 from wreg_server.api.body import openapi_binary, read_limited
+from wreg_server.api.caching import IMMUTABLE, REVALIDATE
 from wreg_server.api.deps import SessionDep, SettingsDep
-from wreg_server.api.routes.chunks import IMMUTABLE
 from wreg_server.api.schemas import ManifestCommitted
 from wreg_server.domain import manifests
 
@@ -27,7 +27,7 @@ DIGEST_HEADER = "Wreg-Manifest-Digest"
     status_code=201,
     response_model=ManifestCommitted,
     responses={200: {"model": ManifestCommitted, "description": "already committed"}},
-    openapi_extra=openapi_binary(MEDIA_TYPE),
+    openapi_extra=openapi_binary(MANIFEST_MEDIA_TYPE),
 )
 async def put_manifest(
     name: str,
@@ -39,11 +39,11 @@ async def put_manifest(
     tag: str | None = None,
 ) -> ManifestCommitted:
     """Commit a canonical manifest whose chunks are all stored; optionally move ``tag``."""
-    validate_name(name)
-    validate_digest(digest)
-    if tag is not None:
+    if tag is not None:  # a query parameter: validated here, before the body is read
         validate_tag(tag)
-    body = await read_limited(request, settings.max_manifest_bytes, code="MANIFEST_TOO_LARGE")
+    body = await read_limited(
+        request, settings.max_manifest_bytes, code=ErrorCode.MANIFEST_TOO_LARGE
+    )
     created = await manifests.commit(session, name, digest, body, tag)
     response.status_code = 201 if created else 200
     return ManifestCommitted(name=name, digest=digest, tag=tag)
@@ -55,8 +55,6 @@ async def delete_manifest(name: str, digest: str, session: SessionDep) -> Respon
 
     Its chunks stay until ``wreg-server gc`` finds them unreferenced past the grace period.
     """
-    validate_name(name)
-    validate_digest(digest)
     await manifests.remove(session, name, digest)
     return Response(status_code=204)
 
@@ -64,12 +62,11 @@ async def delete_manifest(name: str, digest: str, session: SessionDep) -> Respon
 @router.get(
     "/{name:path}/manifests/{reference}",
     response_class=Response,
-    responses={200: {"content": {MEDIA_TYPE: {}}}},
+    responses={200: {"content": {MANIFEST_MEDIA_TYPE: {}}}},
 )
 async def get_manifest(name: str, reference: str, session: SessionDep) -> Response:
     """The manifest bytes, by tag or by digest (a digest is immutable and cacheable)."""
-    validate_name(name)
     found = await manifests.resolve(session, name, reference)
     headers = {DIGEST_HEADER: found.digest, "ETag": f'"{found.digest}"'}
-    headers["Cache-Control"] = IMMUTABLE if reference == found.digest else "no-cache"
-    return Response(found.body, media_type=MEDIA_TYPE, headers=headers)
+    headers["Cache-Control"] = IMMUTABLE if reference == found.digest else REVALIDATE
+    return Response(found.body, media_type=MANIFEST_MEDIA_TYPE, headers=headers)

@@ -2,7 +2,8 @@
 
 The single-tag routes are registered before the list route: with ``{name:path}`` the
 list URL of a repository literally named ``x/tags`` is ambiguous, and this order makes
-``/v1/repositories/x/tags/tags`` mean tag ``tags`` of ``x``.
+``/v1/repositories/x/tags/tags`` mean tag ``tags`` of ``x``. Path parameters arrive
+validated: the guard (``auth/guard.py``) validates each once, before any route code runs.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response
 
 from wreg.core.digest import validate_digest
-from wreg.core.errors import InvalidInput
-from wreg.core.reference import validate_name, validate_tag
+from wreg.core.errors import ErrorCode, InvalidInput
 from wreg_server.api.body import openapi_body, read_json
 from wreg_server.api.deps import SessionDep, SettingsDep
 from wreg_server.api.schemas import TagEntry, TagList, TagOut, TagRequest
@@ -40,9 +40,8 @@ def _etags(header: str, value: str | None) -> tuple[str, ...] | None:
             try:
                 validate_digest(item)
             except InvalidInput:
-                raise InvalidInput(
+                raise ErrorCode.DIGEST_INVALID.error(
                     f'{header} must be * or "blake3:<hex>" manifest digests, got {value!r}',
-                    code="DIGEST_INVALID",
                     detail={"header": header, "value": value},
                 ) from None
         etags.append(item)
@@ -88,8 +87,6 @@ async def put_tag(
 
     Last writer wins, unless ``If-Match``/``If-None-Match`` make it a compare-and-swap.
     """
-    validate_name(name)
-    validate_tag(tag)
     precondition = _precondition(if_match, if_none_match)
     body = await read_json(request, TagRequest, settings.max_json_body)
     return _out(await tags.put(session, name, tag, body.digest, precondition), response)
@@ -109,15 +106,12 @@ async def delete_tag(
     if_match: IfMatch = None,
 ) -> Response:
     """Remove the tag; the manifest stays reachable by digest. ``If-Match`` as for ``PUT``."""
-    validate_name(name)
-    validate_tag(tag)
     await tags.remove(session, name, tag, _precondition(if_match, None))
     return Response(status_code=204)
 
 
 @router.get("/{name:path}/tags", response_model=TagList)
 async def list_tags(name: str, session: SessionDep) -> TagList:
-    validate_name(name)
     entries = [
         TagEntry(tag=t.tag, digest=t.digest, updated_at=t.updated_at)
         for t in await tags.list_for(session, name)

@@ -6,8 +6,10 @@
             └── <hex>            one encoded chunk (header + payload), named by the
                                  blake3 hex of its *raw* bytes
 
-Only ``chunk_key`` builds keys; nothing else in the server spells a path. Manifests live
-in the index (they are small and transactional with their tags), not here.
+Only ``chunk_key`` builds keys; nothing else in the server spells a path. The object store
+itself knows keys and bytes only (``objectstore/base.py``): mapping a chunk's digest to
+its key is the registry's business, so it lives here, with the rest of the domain.
+Manifests live in the index (they are small and transactional with their tags), not here.
 """
 
 from __future__ import annotations
