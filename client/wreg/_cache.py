@@ -1,16 +1,7 @@
-"""The node cache under ``$WREG_CACHE`` (default ``~/.cache/wreg``)::
-
-    blobs/<hex>                     complete files by whole-file digest, read-only (0444)
-    snapshots/<repo>/<hex>/<path>   a model's tree: relative symlinks to blobs
-    refs/<repo>/<tag>               last resolved manifest digest (offline mode)
-    manifests/<hex>.json            manifests seen, by digest
-    index.sqlite                    chunk digest -> (blob, offset, length); snapshot last use
-                                    and pins; the push stat cache
-    tmp/<hex>.part                  a file being assembled, at its final size
-    tmp/<hex>.progress              chunk indices of .part already written and verified
-    locks/file-<hex>.lock           held while one process assembles that file
-    locks/snapshot-<hex>.lock       held while a pull works on that manifest ("in use")
-    locks/warm.lock                 held by ``wreg cache warm``
+"""The node cache under ``$WREG_CACHE`` (default ``~/.cache/wreg``): its index, blobs,
+partial files, snapshots and locks. Where each lives is drawn, and built, in
+``wreg._cache_layout``; operations on whole snapshots (offline resolve, ``-o DIR``,
+list, prune, pin, verify) are in ``wreg._cache_ops``.
 
 A file only ever appears under ``blobs/`` by an atomic rename after its whole-file
 digest has been checked, so a reader never sees half a file, whatever was killed when.
@@ -29,18 +20,19 @@ only prevent duplicate work: correctness rests on verification and atomic rename
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import shutil
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
-from wreg.core.digest import hex_of
+from wreg._cache_layout import CacheLayout, is_hex, staging
+from wreg.core.digest import digest_of_hex, hex_of
 from wreg.core.manifest import FileEntry, Manifest
 
 if TYPE_CHECKING:
@@ -50,7 +42,8 @@ DIR_MODE: Final = 0o2775
 FILE_MODE: Final = 0o664
 BLOB_MODE: Final = 0o444
 LEASE_SECONDS: Final = 30.0
-_SUBDIRS: Final = ("blobs", "snapshots", "refs", "manifests", "tmp", "locks")
+POLL_SECONDS: Final = 0.1
+"""How often a wait for a lock (or for the file another process holds it for) looks again."""
 _PROGRESS_MAGIC: Final = "wreg-progress 1"
 
 _SCHEMA: Final = (
@@ -65,6 +58,53 @@ _SCHEMA: Final = (
     " device INTEGER NOT NULL, chunker TEXT NOT NULL, digest TEXT NOT NULL,"
     " chunks TEXT NOT NULL)",
 )
+
+
+class ChunkLocation(NamedTuple):
+    """Where a cached blob holds a chunk."""
+
+    blob: Path
+    offset: int
+    length: int
+
+
+class HashedChunk(NamedTuple):
+    """A chunk of a pushed file: its byte range, dtype hint for the codec, and digest.
+
+    Stored in the stat cache as the JSON array ``[offset, length, dtype, digest]``.
+    """
+
+    offset: int
+    length: int
+    dtype: str | None
+    digest: str
+
+
+class KnownFile(NamedTuple):
+    """What the stat cache remembers of an unchanged file."""
+
+    digest: str
+    chunks: list[HashedChunk]
+
+
+class StatRecord(NamedTuple):
+    """A hashed file to remember in the stat cache, with the stat it was hashed under."""
+
+    path: Path
+    st: os.stat_result
+    digest: str
+    chunks: list[HashedChunk]
+
+
+class StatKey(NamedTuple):
+    """What must not have changed for the stat cache to vouch for a file."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    device: int
+    chunker: str
 
 
 def make_dir(path: Path) -> None:
@@ -92,19 +132,40 @@ def share_file(path: Path | int, mode: int = FILE_MODE) -> None:
             os.chmod(path, mode)
 
 
+def _enter_wal(db: sqlite3.Connection, deadline_s: float = 60.0) -> None:
+    """Switch ``db`` to WAL, waiting out other processes that open the same fresh index.
+
+    The switch needs an exclusive lock, and SQLite answers "database is locked" at once
+    instead of calling its busy handler while another connection is mid-switch (seen
+    with three pulls starting together on a new cache), so retry until ``deadline_s``.
+    """
+    give_up = time.monotonic() + deadline_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > give_up:
+                raise
+            time.sleep(0.02)
+
+
 class NodeCache:
     """The node cache; one per process and directory, not thread-safe (use from one loop)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.expanduser()
-        for sub in _SUBDIRS:
-            make_dir(self.root / sub)
-        db_path = self.root / "index.sqlite"
+        self.layout = CacheLayout(self.root)
+        for d in self.layout.dirs:
+            make_dir(d)
+        db_path = self.layout.index_db
         fresh = not db_path.exists()
         self._db = sqlite3.connect(db_path, timeout=60, isolation_level=None)
         if fresh:
             share_file(db_path)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _enter_wal(self._db)
         self._db.execute("PRAGMA synchronous=NORMAL")
         for statement in _SCHEMA:
             self._db.execute(statement)
@@ -115,7 +176,7 @@ class NodeCache:
     # -- blobs -------------------------------------------------------------------
 
     def blob_path(self, digest: str) -> Path:
-        return self.root / "blobs" / hex_of(digest)
+        return self.layout.blob(hex_of(digest))
 
     def has_blob(self, entry: FileEntry) -> bool:
         try:
@@ -125,10 +186,10 @@ class NodeCache:
 
     def temp_path(self, digest: str) -> Path:
         """The file's assembly name under tmp/: deterministic, so a pull can resume it."""
-        return self.root / "tmp" / f"{hex_of(digest)}.part"
+        return self.layout.part(hex_of(digest))
 
     def progress_path(self, digest: str) -> Path:
-        return self.root / "tmp" / f"{hex_of(digest)}.progress"
+        return self.layout.progress(hex_of(digest))
 
     def commit_blob(self, temp: Path, entry: FileEntry) -> Path:
         """Make a verified temp file the blob for ``entry`` and index its chunks."""
@@ -141,28 +202,28 @@ class NodeCache:
 
     def remove_blob(self, hex_digest: str) -> None:
         """Forget a blob: its file and its rows in the chunk index."""
-        (self.root / "blobs" / hex_digest).unlink(missing_ok=True)
+        self.layout.blob(hex_digest).unlink(missing_ok=True)
         self._db.execute("DELETE FROM chunks WHERE blob = ?", (hex_digest,))
 
     def index_chunks(self, entry: FileEntry) -> None:
         rows = [(c.digest, hex_of(entry.digest), off, c.size) for off, c in entry.chunk_offsets()]
         self._db.executemany("INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?)", rows)
 
-    def locate_chunks(self, digests: Iterable[str]) -> dict[str, tuple[Path, int, int]]:
-        """Chunks some cached blob already holds: digest -> (blob path, offset, length)."""
-        found: dict[str, tuple[Path, int, int]] = {}
+    def locate_chunks(self, digests: Iterable[str]) -> dict[str, ChunkLocation]:
+        """Chunks some cached blob already holds: digest -> where."""
+        found: dict[str, ChunkLocation] = {}
         wanted = list(digests)
         present: dict[str, bool] = {}
         for i in range(0, len(wanted), 500):
             batch = wanted[i : i + 500]
             marks = ",".join("?" * len(batch))
-            query = f"SELECT digest, blob, offset, length FROM chunks WHERE digest IN ({marks})"
+            query = f"SELECT digest, blob, offset, length FROM chunks WHERE digest IN ({marks})"  # noqa: S608 - only "?" marks
             for digest, blob, offset, length in self._db.execute(query, batch):
-                path = self.root / "blobs" / blob
+                path = self.layout.blob(blob)
                 if blob not in present:
                     present[blob] = path.exists()
                 if present[blob]:
-                    found[digest] = (path, offset, length)
+                    found[digest] = ChunkLocation(path, offset, length)
         return found
 
     # -- partial files and their progress records --------------------------------
@@ -199,28 +260,38 @@ class NodeCache:
 
     # -- locks -------------------------------------------------------------------
 
-    def lock(self, name: str) -> SoftFileLease:
-        """A lease on ``locks/<name>.lock`` (see the module docstring for why this kind)."""
+    def lease(self, path: Path) -> SoftFileLease:
+        """A lease on the lock file ``path`` (see the module docstring for why this kind)."""
         from filelock import SoftFileLease
 
         return SoftFileLease(
-            self.root / "locks" / f"{name}.lock",
+            path,
             lease_duration=LEASE_SECONDS,
             mode=FILE_MODE,
             thread_local=False,
             is_singleton=False,
         )
 
+    def lock(self, name: str) -> SoftFileLease:
+        """A lease on ``locks/<name>.lock``."""
+        return self.lease(self.layout.lock(name))
+
     def file_lock(self, digest: str) -> SoftFileLease:
-        return self.lock(f"file-{hex_of(digest)}")
+        return self.lease(self.layout.file_lock(hex_of(digest)))
 
     def snapshot_lock(self, manifest_digest: str) -> SoftFileLease:
-        return self.lock(f"snapshot-{hex_of(manifest_digest)}")
+        return self.lease(self.layout.snapshot_lock(hex_of(manifest_digest)))
+
+    def warm_lock(self) -> SoftFileLease:
+        return self.lease(self.layout.warm_lock())
+
+    def prune_lock(self) -> SoftFileLease:
+        return self.lease(self.layout.prune_lock())
 
     # -- manifests, refs and snapshots -------------------------------------------
 
     def manifest_path(self, digest: str) -> Path:
-        return self.root / "manifests" / f"{hex_of(digest)}.json"
+        return self.layout.manifest(hex_of(digest))
 
     def save_manifest(self, digest: str, body: bytes) -> None:
         path = self.manifest_path(digest)
@@ -235,37 +306,37 @@ class NodeCache:
         return Manifest.from_json_bytes(body)
 
     def write_ref(self, name: str, tag: str, digest: str) -> None:
-        path = self.root / "refs" / name / tag
+        path = self.layout.ref(name, tag)
         make_dir(path.parent)
         _atomic_write(path, digest.encode())
 
     def read_ref(self, name: str, tag: str) -> str | None:
         try:
-            return (self.root / "refs" / name / tag).read_text().strip()
+            return self.layout.ref(name, tag).read_text().strip()
         except FileNotFoundError:
             return None
 
     def refs(self) -> Iterator[tuple[str, str, str]]:
         """Every (repository, tag, manifest digest) recorded under refs/."""
-        base = self.root / "refs"
+        base = self.layout.refs_dir
         for path in sorted(base.rglob("*")):
             if path.is_file() and not path.name.startswith("."):
                 rel = path.relative_to(base)
                 yield rel.parent.as_posix(), rel.name, path.read_text().strip()
 
     def remove_ref(self, name: str, tag: str) -> None:
-        (self.root / "refs" / name / tag).unlink(missing_ok=True)
+        self.layout.ref(name, tag).unlink(missing_ok=True)
 
     def snapshot_dir(self, name: str, manifest_digest: str) -> Path:
-        return self.root / "snapshots" / name / hex_of(manifest_digest)
+        return self.layout.snapshot(name, hex_of(manifest_digest))
 
     def snapshots(self) -> Iterator[tuple[str, str]]:
         """Every (repository, manifest digest) with a directory under snapshots/."""
-        base = self.root / "snapshots"
+        base = self.layout.snapshots_dir
         for marker in sorted(base.rglob("*")):
             name = marker.name
-            if len(name) == 64 and marker.is_dir() and all(c in "0123456789abcdef" for c in name):
-                yield marker.parent.relative_to(base).as_posix(), f"blake3:{name}"
+            if is_hex(name) and marker.is_dir():
+                yield marker.parent.relative_to(base).as_posix(), digest_of_hex(name)
 
     def build_snapshot(
         self, name: str, manifest: Manifest, files: Iterable[FileEntry] | None = None
@@ -284,9 +355,9 @@ class NodeCache:
                 if os.readlink(link) == target:
                     continue
             make_dir(link.parent)
-            staging = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}")
-            staging.symlink_to(target)
-            os.replace(staging, link)
+            staged = staging(link)
+            staged.symlink_to(target)
+            os.replace(staged, link)
         return final
 
     # -- use tracking and pins ---------------------------------------------------
@@ -315,16 +386,14 @@ class NodeCache:
         self._db.execute(
             "DELETE FROM snapshots WHERE repo = ? AND manifest = ?", (name, manifest_digest)
         )
-        repo_dir = self.root / "snapshots" / name
+        repo_dir = self.layout.snapshot_repo(name)
         with contextlib.suppress(OSError):
             repo_dir.rmdir()
 
     # -- push stat cache ---------------------------------------------------------
 
-    def stat_lookup(
-        self, path: Path, st: os.stat_result, chunker: str
-    ) -> tuple[str, list[tuple[int, int, str | None, str]]] | None:
-        """(file digest, [(offset, length, dtype, digest)]) if ``path`` is unchanged."""
+    def stat_lookup(self, path: Path, st: os.stat_result, chunker: str) -> KnownFile | None:
+        """The file's digest and chunks if ``path`` is unchanged since they were stored."""
         row = self._db.execute(
             "SELECT size, mtime_ns, ctime_ns, inode, device, chunker, digest, chunks"
             " FROM stat_cache WHERE path = ?",
@@ -332,14 +401,10 @@ class NodeCache:
         ).fetchone()
         if row is None or tuple(row[:6]) != _stat_key(st, chunker):
             return None
-        chunks = [(int(o), int(n), d, str(c)) for o, n, d, c in json.loads(row[7])]
-        return str(row[6]), chunks
+        chunks = [HashedChunk(int(o), int(n), d, str(c)) for o, n, d, c in json.loads(row[7])]
+        return KnownFile(str(row[6]), chunks)
 
-    def stat_store(
-        self,
-        entries: list[tuple[Path, os.stat_result, str, list[tuple[int, int, str | None, str]]]],
-        chunker: str,
-    ) -> None:
+    def stat_store(self, entries: list[StatRecord], chunker: str) -> None:
         rows = [
             (str(p), *_stat_key(st, chunker), digest, json.dumps(chunks, separators=(",", ":")))
             for p, st, digest, chunks in entries
@@ -352,12 +417,26 @@ class NodeCache:
         self._db.execute("DELETE FROM stat_cache WHERE path = ?", (str(path),))
 
 
-def _stat_key(st: os.stat_result, chunker: str) -> tuple[int, int, int, int, int, str]:
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, chunker)
+def _stat_key(st: os.stat_result, chunker: str) -> StatKey:
+    return StatKey(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, chunker)
+
+
+async def acquire(lock: SoftFileLease, wait: bool = True) -> bool:
+    """Take ``lock`` without blocking the event loop; with ``wait=False`` try once."""
+    from filelock import Timeout
+
+    while True:
+        try:
+            lock.acquire(blocking=False)
+            return True
+        except Timeout:
+            if not wait:
+                return False
+        await asyncio.sleep(POLL_SECONDS)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp = staging(path)
     tmp.write_bytes(data)
     share_file(tmp)
     os.replace(tmp, path)

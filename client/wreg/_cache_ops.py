@@ -1,4 +1,6 @@
-"""Node cache maintenance: list, prune, pin, verify (``wreg cache ...``).
+"""Operations on the node cache as a whole: resolve a reference offline, write a pull's
+``-o DIR`` from cached blobs, and the maintenance of ``wreg cache ...`` (list, prune, pin,
+verify).
 
 A snapshot is **in use** while a pull of it runs (it holds ``locks/snapshot-<hex>.lock``)
 or while a process this user can see (``/proc``; all of them as root) has one of its
@@ -13,22 +15,24 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Callable, Iterator
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wreg import _buffers
 from wreg._cache import NodeCache
+from wreg._cache_layout import SNAPSHOT_LOCK_GLOB, is_hex, partial_hex, snapshot_lock_hex
 from wreg._results import CachedSnapshot, CacheListing, PruneResult, VerifyResult
-from wreg.core.digest import Hasher, hex_of
-from wreg.core.errors import InvalidInput, NotFound, WregError
-from wreg.core.manifest import Manifest
+from wreg.core.digest import Hasher, digest_of_hex, hex_of
+from wreg.core.errors import ErrorCode, WregError
+from wreg.core.manifest import FileEntry, Manifest
 from wreg.core.reference import Reference
 
 if TYPE_CHECKING:
     from filelock import SoftFileLease
 
-_HEX = re.compile(r"[0-9a-f]{64}")
 _UNITS = {
     "": 1,
     "b": 1,
@@ -52,17 +56,64 @@ def parse_size(text: str) -> int:
     m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
     unit = m.group(2).lower() if m else ""
     if m is None or unit not in _UNITS:
-        raise InvalidInput(
-            f"invalid size {text!r}: expected e.g. 500M, 20G, 1.5TiB", code="BODY_INVALID"
+        raise ErrorCode.SIZE_INVALID.error(
+            f"invalid size {text!r}: expected e.g. 500M, 20G, 1.5TiB"
         )
     return int(float(m.group(1)) * _UNITS[unit])
 
 
-def local_manifest(cache: NodeCache, ref: Reference) -> Manifest:
-    """The manifest ``ref`` names in the node cache, without the network."""
-    from wreg._pull import resolve_offline
+def resolve_offline(cache: NodeCache, ref: Reference) -> Manifest:
+    """The manifest ``ref`` names according to the node cache alone (``refs/``)."""
+    digest = ref.digest
+    if digest is None:
+        assert ref.tag is not None  # noqa: S101 - narrows: a reference has a digest or a tag
+        digest = cache.read_ref(ref.name, ref.tag)
+        if digest is None:
+            ref_path = cache.layout.ref(ref.name, ref.tag).relative_to(cache.root).as_posix()
+            raise ErrorCode.NOT_CACHED.error(
+                f"offline: {ref} is not in the node cache (no {ref_path}); "
+                "pull it once while online",
+            )
+    manifest = cache.load_manifest(digest)
+    if manifest is None:
+        raise ErrorCode.NOT_CACHED.error(
+            f"offline: manifest {digest} of {ref} is not in the node cache; "
+            "pull it once while online",
+        )
+    return manifest
 
-    return resolve_offline(cache, ref)
+
+def materialize(cache: NodeCache, files: Manifest | Iterable[FileEntry], dest: Path) -> None:
+    """Put the files under ``dest``: hardlinks to cached blobs, else copies.
+
+    Each file is staged under a temporary name and renamed, so ``dest`` never holds a
+    partial file under a final name.
+    """
+    entries = files.files if isinstance(files, Manifest) else files
+    if dest.exists() and not dest.is_dir():
+        raise ErrorCode.LOCAL_PATH_MISSING.error(f"cannot write to {dest}: not a directory")
+    for entry in entries:
+        final = dest / entry.path
+        final.parent.mkdir(parents=True, exist_ok=True)
+        blob = cache.blob_path(entry.digest)
+        try:
+            if final.stat().st_ino == blob.stat().st_ino:
+                continue
+        except FileNotFoundError:
+            pass
+        staging = final.with_name(f".{final.name}.wreg-{uuid.uuid4().hex[:8]}")
+        try:
+            try:
+                os.link(blob, staging)
+            except OSError:
+                shutil.copyfile(blob, staging)
+                os.chmod(staging, 0o644)
+            if entry.mode & 0o111:
+                os.chmod(staging, os.stat(staging).st_mode | 0o111)  # noqa: S103 - the manifest's exec bit
+            os.replace(staging, final)
+        except BaseException:  # e.g. a full disk mid-copy: leave no staging file behind
+            staging.unlink(missing_ok=True)
+            raise
 
 
 def _known_snapshots(cache: NodeCache) -> list[tuple[str, str]]:
@@ -71,9 +122,9 @@ def _known_snapshots(cache: NodeCache) -> list[tuple[str, str]]:
 
 def _blobs(cache: NodeCache) -> dict[str, os.stat_result]:
     found = {}
-    with os.scandir(cache.root / "blobs") as it:
+    with os.scandir(cache.layout.blobs_dir) as it:
         for e in it:
-            if _HEX.fullmatch(e.name):
+            if is_hex(e.name):
                 with contextlib.suppress(FileNotFoundError):
                     found[e.name] = e.stat(follow_symlinks=False)
     return found
@@ -82,10 +133,10 @@ def _blobs(cache: NodeCache) -> dict[str, os.stat_result]:
 def _partials(cache: NodeCache) -> dict[str, int]:
     """file hex -> bytes of its .part and .progress."""
     sizes: dict[str, int] = {}
-    with os.scandir(cache.root / "tmp") as it:
+    with os.scandir(cache.layout.tmp_dir) as it:
         for e in it:
-            stem = e.name.split(".", 1)[0]
-            if _HEX.fullmatch(stem):
+            stem = partial_hex(e.name)
+            if stem is not None:
                 with contextlib.suppress(FileNotFoundError):
                     sizes[stem] = sizes.get(stem, 0) + e.stat().st_size
     return sizes
@@ -127,11 +178,10 @@ def listing(cache: NodeCache) -> CacheListing:
 
 def set_pin(cache: NodeCache, ref: Reference, pinned: bool) -> str:
     """Pin (or unpin) the snapshot ``ref`` names in the cache; returns its manifest digest."""
-    manifest = local_manifest(cache, ref)
+    manifest = resolve_offline(cache, ref)
     if not cache.snapshot_dir(ref.name, manifest.digest).exists():
-        raise NotFound(
+        raise ErrorCode.NOT_CACHED.error(
             f"{ref} ({manifest.digest}) is not in the node cache; pull it first",
-            code="MANIFEST_UNKNOWN",
         )
     cache.set_pinned(ref.name, manifest.digest, pinned)
     return manifest.digest
@@ -180,7 +230,7 @@ def _try(lock: SoftFileLease) -> bool:
 def prune(cache: NodeCache, max_size: int, dry_run: bool = False) -> PruneResult:
     """Shrink the cache to ``max_size`` bytes (blobs + partial downloads), never touching
     a snapshot in use or pinned."""
-    prune_lock = cache.lock("prune")
+    prune_lock = cache.prune_lock()
     prune_lock.acquire()
     held: list[SoftFileLease] = [prune_lock]
     with _held(held):
@@ -200,14 +250,14 @@ def prune(cache: NodeCache, max_size: int, dry_run: bool = False) -> PruneResult
         snapshots = _known_snapshots(cache)
         # Pulls in flight hold their manifest's lock, with or without a snapshot dir yet.
         busy_manifests: set[str] = set()
-        for lock_file in (cache.root / "locks").glob("snapshot-*.lock"):
-            hex_digest = lock_file.name[len("snapshot-") : -len(".lock")]
-            if _HEX.fullmatch(hex_digest):
-                lock = cache.lock(f"snapshot-{hex_digest}")
+        for lock_file in cache.layout.locks_dir.glob(SNAPSHOT_LOCK_GLOB):
+            hex_digest = snapshot_lock_hex(lock_file.name)
+            if hex_digest is not None:
+                lock = cache.lease(cache.layout.snapshot_lock(hex_digest))
                 if _try(lock):
                     held.append(lock)
                 else:
-                    busy_manifests.add(f"blake3:{hex_digest}")
+                    busy_manifests.add(digest_of_hex(hex_digest))
         in_use, pinned, candidates = [], [], []
         for repo, digest in snapshots:
             manifest = manifest_of(digest)
@@ -242,13 +292,13 @@ def prune(cache: NodeCache, max_size: int, dry_run: bool = False) -> PruneResult
         for h, nbytes in partials.items():
             if size <= max_size:
                 break
-            lock = cache.lock(f"file-{h}")
+            lock = cache.lease(cache.layout.file_lock(h))
             if _try(lock):
                 held.append(lock)
                 size -= nbytes
                 if not dry_run:
-                    for suffix in (".part", ".progress"):
-                        (cache.root / "tmp" / f"{h}{suffix}").unlink(missing_ok=True)
+                    for path in (cache.layout.part(h), cache.layout.progress(h)):
+                        path.unlink(missing_ok=True)
         # 2. blobs no snapshot references (least recently modified first)
         for h in sorted(
             (h for h in blobs if refcount.get(h, 0) == 0), key=lambda h: blobs[h].st_mtime
@@ -294,7 +344,7 @@ def _blob_ok(path: Path) -> bool:
                 hasher.update(view[:n])
     finally:
         _buffers.give(buf)
-    return hasher.digest() == f"blake3:{path.name}"
+    return hasher.digest() == digest_of_hex(path.name)
 
 
 def verify(
@@ -307,7 +357,7 @@ def verify(
     it again). With ``repair(repository, manifest_digest)`` (a pull by digest), the
     affected snapshots are pulled again at once."""
     blobs = _blobs(cache)
-    corrupt = [h for h in sorted(blobs) if not _blob_ok(cache.root / "blobs" / h)]
+    corrupt = [h for h in sorted(blobs) if not _blob_ok(cache.layout.blob(h))]
     for h in corrupt:
         cache.remove_blob(h)
     snapshots = _known_snapshots(cache)
@@ -335,7 +385,7 @@ def verify(
     return VerifyResult(
         blobs_checked=len(blobs),
         bytes_checked=sum(st.st_size for st in blobs.values()),
-        corrupt=[f"blake3:{h}" for h in corrupt],
+        corrupt=[digest_of_hex(h) for h in corrupt],
         incomplete=[f"{r}@{d}" for r, d in broken],
         repaired=repaired,
         ok=not broken and (repair is not None or not corrupt),

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from wreg import _pull, _push
-from wreg._cache import opened_cache
+from wreg._cache import acquire, opened_cache
 from wreg._config import ClientSettings
 from wreg._http import Registry
 from wreg._progress import NoProgress, Progress
@@ -224,11 +224,9 @@ class Client:
         does not stop the others: each gets a ``WarmResult`` (``ok`` false, ``error`` set),
         passed to ``on_result`` as soon as it is done.
         """
-        from wreg._pull import acquire
-
         results: list[WarmResult] = []
         with opened_cache(self.cache_dir) as cache:
-            lock = cache.lock("warm")
+            lock = cache.warm_lock()
             asyncio.run(acquire(lock))
         try:
             for ref in refs:

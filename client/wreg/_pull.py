@@ -30,21 +30,20 @@ import contextlib
 import errno
 import fnmatch
 import os
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from wreg import _buffers
-from wreg._cache import FILE_MODE, NodeCache, share_file
+from wreg._cache import FILE_MODE, POLL_SECONDS, ChunkLocation, NodeCache, acquire, share_file
+from wreg._cache_ops import materialize, resolve_offline
 from wreg._progress import Progress
 from wreg._results import PullResult
 from wreg.core.digest import Hasher, digest_bytes
-from wreg.core.errors import IntegrityError, InvalidInput, NotFound
+from wreg.core.errors import ErrorCode
 from wreg.core.manifest import FileEntry, Manifest
 from wreg.core.reference import Reference
 
@@ -56,7 +55,6 @@ if TYPE_CHECKING:
 _FLUSH_SECONDS: Final = 0.5
 _SYNC_SECONDS: Final = 5.0
 _SEED_BATCH: Final = 64 << 20
-_POLL: Final = 0.1
 
 
 @dataclass(slots=True, eq=False)
@@ -73,8 +71,24 @@ class _Target:
     marks: list[int] = field(default_factory=list)
 
 
-# chunk digest -> every (target, offset, chunk index) that needs it
-_Needs = dict[str, list[tuple[_Target, int, int]]]
+class _Place(NamedTuple):
+    """Where a chunk goes: a file being assembled, the offset in it, the chunk's index."""
+
+    target: _Target
+    offset: int
+    chunk_index: int
+
+
+class _Seed(NamedTuple):
+    """A chunk to copy from a cached blob to every ``(fd, offset)`` of ``writes``."""
+
+    digest: str
+    source: ChunkLocation
+    writes: list[tuple[int, int]]
+
+
+# chunk digest -> every place that needs it
+_Needs = dict[str, list[_Place]]
 
 
 @dataclass(slots=True)
@@ -101,32 +115,10 @@ async def resolve(registry: Registry, ref: Reference) -> tuple[Manifest, bytes]:
     digest = digest_bytes(body)
     expected = ref.digest or claimed
     if expected is not None and digest != expected:
-        raise IntegrityError(
+        raise ErrorCode.DIGEST_MISMATCH.error(
             f"manifest for {ref} does not match its digest: expected {expected}, got {digest}"
         )
     return Manifest.from_json_bytes(body), body
-
-
-def resolve_offline(cache: NodeCache, ref: Reference) -> Manifest:
-    """The manifest ``ref`` names according to the node cache alone (``refs/``)."""
-    digest = ref.digest
-    if digest is None:
-        assert ref.tag is not None
-        digest = cache.read_ref(ref.name, ref.tag)
-        if digest is None:
-            raise NotFound(
-                f"offline: {ref} is not in the node cache (no refs/{ref.name}/{ref.tag}); "
-                "pull it once while online",
-                code="TAG_UNKNOWN",
-            )
-    manifest = cache.load_manifest(digest)
-    if manifest is None:
-        raise NotFound(
-            f"offline: manifest {digest} of {ref} is not in the node cache; "
-            "pull it once while online",
-            code="MANIFEST_UNKNOWN",
-        )
-    return manifest
 
 
 def select_files(
@@ -141,25 +133,10 @@ def select_files(
         and not any(fnmatch.fnmatchcase(e.path, p) for p in exclude)
     ]
     if not chosen and manifest.files:
-        raise InvalidInput(
+        raise ErrorCode.FILTER_INVALID.error(
             f"no file of the model matches --include {list(include)} --exclude {list(exclude)}",
-            code="BODY_INVALID",
         )
     return chosen
-
-
-async def acquire(lock: SoftFileLease, wait: bool = True) -> bool:
-    """Take ``lock`` without blocking the event loop; with ``wait=False`` try once."""
-    from filelock import Timeout
-
-    while True:
-        try:
-            lock.acquire(blocking=False)
-            return True
-        except Timeout:
-            if not wait:
-                return False
-        await asyncio.sleep(_POLL)
 
 
 async def pull(
@@ -193,11 +170,10 @@ async def pull(
                 break
             if registry is None:
                 names = ", ".join(e.path for e in todo[:3]) + (", ..." if len(todo) > 3 else "")
-                raise NotFound(
+                raise ErrorCode.SNAPSHOT_INCOMPLETE.error(
                     f"offline: {ref} ({manifest.digest}) is incomplete in the node cache: "
                     f"{len(todo)} of {len(selected)} files missing ({names}); "
                     "pull it once while online",
-                    code="MANIFEST_UNKNOWN",
                 )
             ctx = _Context(registry, cache, executor, progress, concurrency, inflight_bytes, stats)
             progress.start("downloading", sum(e.size for e in todo))
@@ -249,7 +225,7 @@ async def _download(ctx: _Context, todo: list[FileEntry]) -> None:
                 t.lock.release()
         pending = [e for e in busy if not ctx.cache.has_blob(e)]
         if pending and not mine:
-            await asyncio.sleep(_POLL)
+            await asyncio.sleep(POLL_SECONDS)
 
 
 def _close(t: _Target) -> None:
@@ -297,7 +273,7 @@ async def _assemble(ctx: _Context, targets: list[_Target]) -> None:
                 ctx.stats.resumed += chunk.size
                 ctx.progress.advance(chunk.size)
                 continue
-            needs.setdefault(chunk.digest, []).append((t, offset, index))
+            needs.setdefault(chunk.digest, []).append(_Place(t, offset, index))
             sizes[chunk.digest] = chunk.size
             t.remaining += 1
 
@@ -336,14 +312,12 @@ async def _assemble(ctx: _Context, targets: list[_Target]) -> None:
             await flusher
 
 
-def _seed_batches(
-    seeded: dict[str, tuple[Path, int, int]], needs: _Needs
-) -> Iterable[list[tuple[str, Path, int, int, list[tuple[int, int]]]]]:
-    batch: list[tuple[str, Path, int, int, list[tuple[int, int]]]] = []
+def _seed_batches(seeded: dict[str, ChunkLocation], needs: _Needs) -> Iterable[list[_Seed]]:
+    batch: list[_Seed] = []
     size = 0
-    for digest, (blob, offset, length) in seeded.items():
-        batch.append((digest, blob, offset, length, [(t.fd, at) for t, at, _ in needs[digest]]))
-        size += length * len(needs[digest])
+    for digest, source in seeded.items():
+        batch.append(_Seed(digest, source, [(p.target.fd, p.offset) for p in needs[digest]]))
+        size += source.length * len(needs[digest])
         if size >= _SEED_BATCH:
             yield batch
             batch, size = [], 0
@@ -351,11 +325,11 @@ def _seed_batches(
         yield batch
 
 
-def _seed(batch: list[tuple[str, Path, int, int, list[tuple[int, int]]]]) -> list[str]:
+def _seed(batch: list[_Seed]) -> list[str]:
     """Copy chunks from cached blobs (kernel-side where the filesystem can); returns the
     digests copied (a blob removed meanwhile is skipped: its chunks get downloaded)."""
     copied = []
-    for digest, blob, offset, length, places in batch:
+    for digest, (blob, offset, length), writes in batch:
         try:
             src = os.open(blob, os.O_RDONLY)
         except FileNotFoundError:
@@ -363,7 +337,7 @@ def _seed(batch: list[tuple[str, Path, int, int, list[tuple[int, int]]]]) -> lis
         try:
             if os.fstat(src).st_size < offset + length:
                 continue
-            for fd, at in places:
+            for fd, at in writes:
                 _copy_range(src, fd, offset, at, length)
         finally:
             os.close(src)
@@ -381,7 +355,7 @@ def _copy_range(src: int, dst: int, offset: int, at: int, length: int) -> None:
                 raise
             n = os.pwrite(dst, os.pread(src, length - done, offset + done), at + done)
         if n == 0:
-            raise IntegrityError("a cached blob is shorter than the index says")
+            raise ErrorCode.DIGEST_MISMATCH.error("a cached blob is shorter than the index says")
         done += n
 
 
@@ -432,30 +406,32 @@ async def _fetch(
 
 def _decode_write(
     digest: str,
-    encoded: bytearray,
+    encoded_buf: bytearray,
     n: int,
     raw: bytearray,
     size: int,
-    places: list[tuple[_Target, int, int]],
+    places: list[_Place],
 ) -> None:
     """Decode and verify one chunk, then ``pwrite`` it wherever it goes (worker thread)."""
-    blob = memoryview(encoded)[:n]
+    encoded = memoryview(encoded_buf)[:n]
     # Imported here: numpy and zstandard cost a warm pull ~0.1 s of start-up for nothing.
     from wreg.core.encoding import HEADER_SIZE, Codec, Transform, decode_chunk_into, parse_header
 
-    codec, transform, raw_len = parse_header(blob)
+    codec, transform, raw_len = parse_header(encoded)
     if raw_len != size:
-        raise IntegrityError(f"chunk {digest} is {raw_len} bytes, the manifest says {size}")
+        raise ErrorCode.DIGEST_MISMATCH.error(
+            f"chunk {digest} is {raw_len} bytes, the manifest says {size}"
+        )
     if codec is Codec.NONE and transform is Transform.NONE and n - HEADER_SIZE == raw_len:
-        data = blob[HEADER_SIZE:]  # stored raw: verify and write straight from the buffer
+        data = encoded[HEADER_SIZE:]  # stored raw: verify and write straight from the buffer
         actual = digest_bytes(data)
         if actual != digest:
-            raise IntegrityError(
+            raise ErrorCode.DIGEST_MISMATCH.error(
                 f"chunk content does not match its digest: expected {digest}, got {actual}",
                 detail={"expected": digest, "actual": actual},
             )
     else:
-        decode_chunk_into(blob, memoryview(raw), expected_digest=digest)
+        decode_chunk_into(encoded, memoryview(raw), expected_digest=digest)
         data = memoryview(raw)[:raw_len]
     for t, offset, _index in places:
         _pwrite_all(t.fd, data, offset)
@@ -516,12 +492,12 @@ async def _finalize(ctx: _Context, t: _Target) -> None:
         sizes: dict[str, int] = {}
         for index in bad:
             offset, chunk = list(t.entry.chunk_offsets())[index]
-            needs.setdefault(chunk.digest, []).append((t, offset, index))
+            needs.setdefault(chunk.digest, []).append(_Place(t, offset, index))
             sizes[chunk.digest] = chunk.size
         await _fetch(ctx, needs, sizes, lambda _t, _i: None)
         if not bad or not await loop.run_in_executor(ctx.executor, _verify_file, t):
             ctx.cache.reset_partial(t.entry)
-            raise IntegrityError(
+            raise ErrorCode.DIGEST_MISMATCH.error(
                 f"{t.entry.path}: assembled file does not match its digest {t.entry.digest}"
             )
     _close(t)
@@ -553,36 +529,3 @@ def _bad_chunks(t: _Target) -> list[int]:
         for index, (offset, chunk) in enumerate(t.entry.chunk_offsets())
         if digest_bytes(os.pread(t.fd, chunk.size, offset)) != chunk.digest
     ]
-
-
-def materialize(cache: NodeCache, files: Manifest | Iterable[FileEntry], dest: Path) -> None:
-    """Put the files under ``dest``: hardlinks to cached blobs, else copies.
-
-    Each file is staged under a temporary name and renamed, so ``dest`` never holds a
-    partial file under a final name.
-    """
-    entries = files.files if isinstance(files, Manifest) else files
-    if dest.exists() and not dest.is_dir():
-        raise InvalidInput(f"cannot write to {dest}: not a directory", code="BODY_INVALID")
-    for entry in entries:
-        final = dest / entry.path
-        final.parent.mkdir(parents=True, exist_ok=True)
-        blob = cache.blob_path(entry.digest)
-        try:
-            if final.stat().st_ino == blob.stat().st_ino:
-                continue
-        except FileNotFoundError:
-            pass
-        staging = final.with_name(f".{final.name}.wreg-{uuid.uuid4().hex[:8]}")
-        try:
-            try:
-                os.link(blob, staging)
-            except OSError:
-                shutil.copyfile(blob, staging)
-                os.chmod(staging, 0o644)
-            if entry.mode & 0o111:
-                os.chmod(staging, os.stat(staging).st_mode | 0o111)
-            os.replace(staging, final)
-        except BaseException:  # e.g. a full disk mid-copy: leave no staging file behind
-            staging.unlink(missing_ok=True)
-            raise

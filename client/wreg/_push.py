@@ -23,13 +23,14 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from wreg import _buffers
+from wreg._cache import HashedChunk, StatRecord
 from wreg._progress import Progress
 from wreg._results import PushResult
 from wreg.core.digest import Hasher, digest_bytes
-from wreg.core.errors import IntegrityError, InvalidInput
+from wreg.core.errors import ErrorCode, IntegrityError, InvalidInput, WregError
 from wreg.core.manifest import MODE_EXEC, MODE_FILE, ChunkRef, FileEntry, Manifest
 from wreg.core.reference import Reference
 from wreg.core.sizes import CDC_AVG, CDC_MAX, CDC_MIN, CHUNK_MAX, CHUNK_PACK
@@ -42,9 +43,6 @@ if TYPE_CHECKING:
 CHUNKER: Final = f"v1/{CHUNK_MAX}/{CHUNK_PACK}/{CDC_AVG}/{CDC_MIN}/{CDC_MAX}"
 _RACY_SECONDS: Final = 2.0
 
-# (offset, length, dtype, digest)
-_Chunk = tuple[int, int, str | None, str]
-
 
 @dataclass(slots=True, eq=False)
 class _File:
@@ -52,8 +50,15 @@ class _File:
     relpath: str
     mode: int
     st: os.stat_result
-    chunks: list[_Chunk] | None = None
+    chunks: list[HashedChunk] | None = None
     digest: str | None = None
+
+
+class _Source(NamedTuple):
+    """Where a chunk to push is read from: the first file found to hold it."""
+
+    file: _File
+    chunk: HashedChunk
 
 
 def scan_tree(root: Path) -> list[tuple[Path, str, int]]:
@@ -63,9 +68,9 @@ def scan_tree(root: Path) -> list[tuple[Path, str, int]]:
 
 def _scan(root: Path) -> list[tuple[Path, str, int, os.stat_result]]:
     if not root.exists():
-        raise InvalidInput(f"cannot push {root}: no such file or directory", code="BODY_INVALID")
+        raise ErrorCode.LOCAL_PATH_MISSING.error(f"cannot push {root}: no such file or directory")
     if not root.is_dir():
-        raise InvalidInput(f"cannot push {root}: not a directory", code="BODY_INVALID")
+        raise ErrorCode.LOCAL_PATH_MISSING.error(f"cannot push {root}: not a directory")
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -78,7 +83,7 @@ def _scan(root: Path) -> list[tuple[Path, str, int, os.stat_result]]:
             mode = MODE_EXEC if st.st_mode & 0o111 else MODE_FILE
             found.append((path, rel, mode, st))
     if not found:
-        raise InvalidInput(f"nothing to push: {root} contains no files", code="BODY_INVALID")
+        raise ErrorCode.LOCAL_EMPTY.error(f"nothing to push: {root} contains no files")
     return found
 
 
@@ -87,10 +92,9 @@ def default_reference(root: Path) -> Reference:
     try:
         return Reference.parse(name)
     except InvalidInput:
-        raise InvalidInput(
+        raise ErrorCode.NAME_INVALID.error(
             f"directory name {name!r} is not a valid repository name; "
             "give a reference, e.g. `wreg push DIR team/model@v1`",
-            code="NAME_INVALID",
         ) from None
 
 
@@ -106,7 +110,7 @@ async def push(
     inflight_bytes: int = 128 << 20,
 ) -> PushResult:
     if ref.digest is not None:
-        raise InvalidInput("push needs a tag, not a digest", code="REFERENCE_INVALID")
+        raise ErrorCode.REFERENCE_INVALID.error("push needs a tag, not a digest")
     files = [_File(p.absolute(), rel, mode, st) for p, rel, mode, st in _scan(root)]
     if cache is not None:
         for f in files:
@@ -117,7 +121,7 @@ async def push(
     total = sum(f.st.st_size for f in files)
     progress.start("hashing", sum(f.st.st_size for f in to_hash))
 
-    where: dict[str, tuple[_File, _Chunk]] = {}
+    where: dict[str, _Source] = {}
     missing: set[str] = set()
     uploads: asyncio.Queue[str | None] = asyncio.Queue()
     ready: asyncio.Queue[_File | None] = asyncio.Queue()
@@ -135,11 +139,11 @@ async def push(
             for f in batch:
                 if f is None:
                     continue
-                assert f.chunks is not None
+                assert f.chunks is not None  # noqa: S101 - narrows: hashed files have chunks
                 for chunk in f.chunks:
-                    if chunk[3] not in where:
-                        where[chunk[3]] = (f, chunk)
-                        fresh.append(chunk[3])
+                    if chunk.digest not in where:
+                        where[chunk.digest] = _Source(f, chunk)
+                        fresh.append(chunk.digest)
             if fresh:
                 for digest in sorted(await registry.missing_chunks(fresh)):
                     missing.add(digest)
@@ -162,7 +166,7 @@ async def push(
 
         await asyncio.gather(*(one(f) for f in to_hash))
         ready.put_nowait(None)
-        queued = sum(where[d][1][1] for d in missing)
+        queued = sum(where[d].chunk.length for d in missing)
         progress.start("uploading", max(0, queued - uploader.done_bytes))
         uploader.reporting = True
 
@@ -185,7 +189,7 @@ async def push(
         now = time.time_ns()
         cache.stat_store(
             [
-                (f.path, f.st, f.digest or "", f.chunks or [])
+                StatRecord(f.path, f.st, f.digest or "", f.chunks or [])
                 for f in to_hash
                 if now - f.st.st_mtime_ns > _RACY_SECONDS * 1e9
             ],
@@ -198,7 +202,7 @@ async def push(
             f.st.st_size,
             f.digest or "",
             f.mode,
-            tuple(ChunkRef(c[3], c[1]) for c in f.chunks or []),
+            tuple(ChunkRef(c.digest, c.length) for c in f.chunks or []),
         )
         for f in files
     )
@@ -208,7 +212,7 @@ async def push(
     except InvalidInput as exc:
         # Chunks can vanish between the query and the commit (GC): send them again once.
         gone = (exc.detail or {}).get("missing") if isinstance(exc.detail, dict) else None
-        if exc.code != "MANIFEST_CHUNKS_MISSING" or not gone:
+        if exc.code is not ErrorCode.MANIFEST_CHUNKS_MISSING or not gone:
             raise
         again: asyncio.Queue[str | None] = asyncio.Queue()
         for digest in gone:
@@ -223,7 +227,7 @@ async def push(
         manifest=manifest.digest,
         files=len(files),
         bytes_total=total,
-        bytes_new=sum(where[d][1][1] for d in missing),
+        bytes_new=sum(where[d].chunk.length for d in missing),
         bytes_sent=uploader.sent,
         chunks_total=len(where),
         chunks_new=len(missing),
@@ -240,7 +244,7 @@ def _hash_file(f: _File, budget: int) -> None:
     buf = _buffers.take(size)
     view = memoryview(buf)
     hasher = Hasher()
-    chunks: list[_Chunk] = []
+    chunks: list[HashedChunk] = []
     try:
         fd = os.open(f.path, os.O_RDONLY)
         try:
@@ -248,7 +252,7 @@ def _hash_file(f: _File, budget: int) -> None:
                 data = view[: s.length]
                 if os.preadv(fd, [data], s.offset) != s.length:
                     raise _changed(f)
-                chunks.append((s.offset, s.length, s.dtype, digest_bytes(data)))
+                chunks.append(HashedChunk(s.offset, s.length, s.dtype, digest_bytes(data)))
                 hasher.update(data)
             after = os.fstat(fd)
         finally:
@@ -260,8 +264,8 @@ def _hash_file(f: _File, budget: int) -> None:
     f.chunks, f.digest = chunks, hasher.digest()
 
 
-def _changed(f: _File) -> InvalidInput:
-    return InvalidInput(f"{f.path} changed while being pushed; push again", code="BODY_INVALID")
+def _changed(f: _File) -> WregError:
+    return ErrorCode.FILE_CHANGED.error(f"{f.path} changed while being pushed; push again")
 
 
 class _Uploader:
@@ -274,7 +278,7 @@ class _Uploader:
         progress: Progress,
         concurrency: int,
         budget: int,
-        where: dict[str, tuple[_File, _Chunk]],
+        where: dict[str, _Source],
     ) -> None:
         self.registry, self.executor, self.progress = registry, executor, progress
         self.where, self.budget = where, budget
@@ -291,20 +295,20 @@ class _Uploader:
         try:
             while (digest := await queue.get()) is not None:
                 f, chunk = self.where[digest]
-                if buf is None or len(buf) < chunk[1]:
-                    buf = _buffers.take(max(self.size, _buffers.buffer_size(chunk[1])))
-                blob = await loop.run_in_executor(self.executor, _read_encode, f, chunk, buf)
-                await self.registry.put_chunk(digest, blob)
-                self.sent += len(blob)
-                self.done_bytes += chunk[1]
+                if buf is None or len(buf) < chunk.length:
+                    buf = _buffers.take(max(self.size, _buffers.buffer_size(chunk.length)))
+                encoded = await loop.run_in_executor(self.executor, _read_encode, f, chunk, buf)
+                await self.registry.put_chunk(digest, encoded)
+                self.sent += len(encoded)
+                self.done_bytes += chunk.length
                 if self.reporting:
-                    self.progress.advance(chunk[1])
+                    self.progress.advance(chunk.length)
         finally:
             if buf is not None:
                 _buffers.give(buf, self.budget)
 
 
-def _read_encode(f: _File, chunk: _Chunk, buf: bytearray) -> bytes:
+def _read_encode(f: _File, chunk: HashedChunk, buf: bytearray) -> bytes:
     offset, length, dtype, digest = chunk
     data = memoryview(buf)[:length]
     fd = os.open(f.path, os.O_RDONLY)
@@ -313,10 +317,9 @@ def _read_encode(f: _File, chunk: _Chunk, buf: bytearray) -> bytes:
     finally:
         os.close(fd)
     if n != length or digest_bytes(data) != digest:
-        raise IntegrityError(
+        raise ErrorCode.DIGEST_MISMATCH.error(
             f"{f.path} changed while being pushed (chunk at {offset} no longer matches); "
             "push again",
-            code="DIGEST_MISMATCH",
         )
     from wreg.core.encoding import encode_chunk  # lazy: numpy + zstd start-up
 

