@@ -61,7 +61,7 @@ def serve(
     """Serve the registry API."""
     import uvicorn
 
-    from wreg_server import logs
+    from wreg_server import logs, serving
     from wreg_server.app import create_app
 
     settings = _settings(data)
@@ -74,12 +74,16 @@ def serve(
             host,
         )
     # Our middleware writes the access lines (with request id and route), so uvicorn's are off.
-    # Connections beyond max_connections get an immediate 503 instead of queueing; with
-    # request bodies capped (api/body.py) that bounds the memory requests can pin.
+    # Requests beyond max_connections in progress get an immediate 503 instead of queueing;
+    # with request bodies capped (api/body.py) that bounds the memory requests can pin.
+    # Header deadline, per-client caps, X-Forwarded-For from trusted proxies: serving.py.
+    guard = serving.ConnectionGuard.from_settings(settings, serving.open_connection_limit())
     uvicorn.run(
-        create_app(settings),
+        serving.ForwardedClientLimit(create_app(settings), guard),
         host=host,
         port=port,
+        http=serving.protocol_for(guard),
+        proxy_headers=False,
         log_level=log_level,
         log_config=None,
         access_log=False,
@@ -292,7 +296,7 @@ def token_revoke(
     """Revoke a token (servers stop accepting it within WREG_AUTH_CACHE_SECONDS)."""
     from wreg_server.auth import tokens
 
-    _run_index(_settings(data), lambda s: tokens.revoke(s, name))
+    _run_index(_settings(data), lambda s: tokens.revoke(s, tokens.validate_name(name)))
     typer.echo(f"revoked token {name!r}")
 
 

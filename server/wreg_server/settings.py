@@ -8,14 +8,27 @@ server agree; they are settings only so tests (and cautious operators) can lower
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wreg.core import sizes
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """``"10.0.0.0/8, 192.0.2.7"`` as networks (an address is its own /32 or /128).
+
+    Raises ``ValueError`` naming the first entry that is neither.
+    """
+    return tuple(
+        ipaddress.ip_network(item.strip(), strict=False) for item in text.split(",") if item.strip()
+    )
 
 
 class ServerSettings(BaseSettings):
@@ -78,7 +91,10 @@ class ServerSettings(BaseSettings):
         "again (the delay before a revocation takes effect everywhere); 0: every request",
     )
     max_connections: int = Field(
-        default=512, gt=0, description="concurrent connections per process (beyond: 503)"
+        default=512,
+        gt=0,
+        description="connections with a request in progress per process (beyond: 503); "
+        "idle ones and ones still sending headers do not count (see serving.py)",
     )
     keep_alive_timeout: float = Field(
         default=5.0, gt=0, description="seconds an idle keep-alive connection stays open"
@@ -86,7 +102,31 @@ class ServerSettings(BaseSettings):
     body_timeout: float = Field(
         default=60.0,
         gt=0,
-        description="seconds a request body may pause between pieces before it is refused",
+        description="seconds a request body may pause between pieces before it is refused; "
+        "also the head start of body_min_rate",
+    )
+    body_min_rate: float = Field(
+        default=8192,
+        ge=0,
+        description="bytes/s a request body must average (after a head start of "
+        "body_timeout) or be refused with 408; 0: no minimum",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds from connecting (or from the previous response) until a "
+        "request's headers must be complete, else the connection is closed",
+    )
+    max_client_connections: int = Field(
+        default=64,
+        gt=0,
+        description="open connections per client address (IPv6: per /64); beyond, new ones "
+        "are closed at once. Behind trusted_proxies: requests in progress per forwarded client",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-For "
+        "names the client; default none (the header is ignored)",
     )
 
     max_chunk_raw: int = Field(default=sizes.MAX_CHUNK_RAW, gt=0)
@@ -107,6 +147,16 @@ class ServerSettings(BaseSettings):
             data = Path(values.get("data") or Path("wreg-data")).absolute()
             values = {**values, "database_url": f"sqlite+aiosqlite:///{data / 'index.sqlite'}"}
         return values
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        parse_networks(value)  # a typo must stop the server, not trust nobody (or everybody)
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.trusted_proxies)
 
     @property
     def objects_path(self) -> Path:

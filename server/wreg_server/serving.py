@@ -1,0 +1,339 @@
+"""Protection against slow and greedy clients, for what ``wreg-server serve`` runs.
+
+uvicorn has no deadline for request headers (a connection may spend forever sending
+them, or send nothing at all), its keep-alive timer stops at a request's first byte, and
+its ``limit_concurrency`` counts every open socket, so a few hundred sockets that never
+finish a request make it answer 503 to everyone. ``GuardedProtocol`` is uvicorn's
+httptools protocol (the one ``uvicorn[standard]`` runs) with four changes, passed as
+``uvicorn.run(http=protocol_for(guard))``:
+
+* **Header deadline** (``WREG_HEADER_TIMEOUT``): a timer started when a connection is
+  accepted, and again when each response ends, closes the connection unless a request's
+  headers are complete by then (after a 408 if part of a request came). A deadline, not
+  an idle timeout: trickling a byte a second does not extend it.
+* **Connections per client** (``WREG_MAX_CLIENT_CONNECTIONS``): open connections are
+  counted per peer address (an IPv6 peer per /64: one host usually holds a whole /64);
+  one past the cap is closed as soon as it is accepted, before anything is read.
+* **Busy, not open**: the 503 threshold (``WREG_MAX_CONNECTIONS``) counts requests in
+  progress, not sockets, so idle and half-sent connections (bounded by the two limits
+  above) cannot push honest requests over it.
+* **Open sockets**: past ``open_connection_limit()`` (the descriptor limit less a
+  reserve) new connections are closed at once, so sockets cannot take the descriptors
+  that requests in progress need for the index and the object store.
+
+Behind a reverse proxy every connection comes from the proxy, so peers in
+``WREG_TRUSTED_PROXIES`` are not capped per connection (the proxy carries everyone).
+``ForwardedClientLimit``, an ASGI middleware, caps *requests in progress* per client
+named by their ``X-Forwarded-For`` instead: the rightmost entry that is not itself a
+trusted proxy (entries left of it were written by the client and prove nothing). A
+connection's client is only known once its headers are parsed, so the header deadline
+and connection cap of clients behind a proxy are the proxy's to enforce; the body
+deadlines (``api/body.py``) apply to everyone.
+
+A refused connection costs an accept and a close. Refusals and timeouts are added up in
+one warning at most every ``WARN_EVERY`` seconds, so a flood cannot flood the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import resource
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from wreg.core.errors import ErrorCode
+from wreg_server.api.errors import error_body, error_response
+from wreg_server.settings import IPNetwork, ServerSettings
+
+log = logging.getLogger(__name__)
+
+WARN_EVERY: Final = 10.0
+FD_RESERVE: Final = 256  # descriptors kept for the index, the object store, files, logs
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an address (an IPv4-mapped IPv6 one as IPv4), or None."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def client_key(host: str) -> str:
+    """Whose count a connection from ``host`` goes to: an IPv4 address, an IPv6 /64, or
+    ``host`` itself when it is no address (a Unix socket, an odd forwarded entry)."""
+    address = _address(host)
+    if address is None:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def _without_port(hop: str) -> str:
+    """``1.2.3.4:80`` → ``1.2.3.4``, ``[::1]:80`` → ``::1`` (some proxies add the port)."""
+    if hop.startswith("["):
+        return hop[1:].partition("]")[0]
+    if hop.count(":") == 1:
+        return hop.partition(":")[0]
+    return hop
+
+
+def forwarded_client(values: Iterable[bytes], trusted: tuple[IPNetwork, ...]) -> str | None:
+    """The client that ``X-Forwarded-For`` ``values`` name, as trusted proxies append to it.
+
+    The rightmost entry that is not a trusted proxy (the leftmost if all are); None when
+    the header names nobody.
+    """
+    hops = [
+        _without_port(hop.strip())
+        for value in values
+        for hop in value.decode("latin-1").split(",")
+        if hop.strip()
+    ]
+    for hop in reversed(hops):
+        if not _in(hop, trusted):
+            return hop
+    return hops[0] if hops else None
+
+
+def _in(host: str, networks: tuple[IPNetwork, ...]) -> bool:
+    address = _address(host)
+    return address is not None and any(address in network for network in networks)
+
+
+def open_connection_limit(reserve: int = FD_RESERVE) -> int:
+    """How many sockets may be open before new connections are closed at once.
+
+    The descriptor limit (the soft one raised to the hard one first, up to 65536, as
+    servers do) less ``reserve``: past it, accepting would leave requests in progress
+    unable to open an object, a database connection or a temporary file (``EMFILE``).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft == resource.RLIM_INFINITY:
+        soft = target
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return max(64, soft - reserve)
+
+
+@dataclass
+class ConnectionGuard:
+    """The limits of one server process and its live counts, shared by its connections."""
+
+    header_timeout: float
+    max_per_client: int
+    max_open: int
+    trusted: tuple[IPNetwork, ...] = ()
+    connections: Counter[str] = field(default_factory=Counter)  # open, per client key
+    requests: Counter[str] = field(default_factory=Counter)  # in progress, per forwarded client
+    _events: Counter[str] = field(default_factory=Counter)
+    _reported: float = float("-inf")
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings, max_open: int) -> ConnectionGuard:
+        return cls(
+            header_timeout=settings.header_timeout,
+            max_per_client=settings.max_client_connections,
+            max_open=max_open,
+            trusted=settings.trusted_proxy_networks,
+        )
+
+    def is_trusted(self, host: str) -> bool:
+        return _in(host, self.trusted)
+
+    def take(self, counts: Counter[str], key: str) -> bool:
+        """Count one more for ``key``, unless that would pass ``max_per_client``."""
+        if counts[key] >= self.max_per_client:
+            return False
+        counts[key] += 1
+        return True
+
+    def give_back(self, counts: Counter[str], key: str) -> None:
+        counts[key] -= 1
+        if counts[key] <= 0:
+            del counts[key]  # so the table holds live clients only
+
+    def note(self, event: str) -> None:
+        """Count a refusal or timeout; report the counts at most every ``WARN_EVERY`` s."""
+        self._events[event] += 1
+        now = time.monotonic()
+        if now - self._reported >= WARN_EVERY:
+            summary = "; ".join(f"{n} {what}" for what, n in self._events.items())
+            log.warning("slow or greedy clients since the last report: %s", summary)
+            self._events.clear()
+            self._reported = now
+
+    def timeout_response(self) -> bytes:
+        message = f"request headers not complete within {self.header_timeout:g} s"
+        detail = {"timeout_s": self.header_timeout}
+        body = json.dumps(error_body(ErrorCode.REQUEST_TIMEOUT.name, message, detail)).encode()
+        return (
+            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+        )
+
+
+async def _busy(scope: Any, receive: Any, send: Any) -> None:
+    """The answer past ``WREG_MAX_CONNECTIONS`` requests in progress (uvicorn's, in our shape)."""
+    response = error_response(
+        ErrorCode.UNAVAILABLE,
+        "the server has as many requests in progress as it takes; try again shortly",
+    )
+    response.headers["Retry-After"] = "1"
+    response.headers["Connection"] = "close"
+    await response(scope, receive, send)
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the deadline and limits in the module docstring."""
+
+    guard: ClassVar[ConnectionGuard]
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        # uvicorn's check (in on_headers_complete) counts open sockets; ours counts requests.
+        self.max_busy = self.limit_concurrency
+        self.limit_concurrency = None
+        self._client_key: str | None = None
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._request_begun = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        guard = self.guard
+        host = self.client[0] if self.client else None
+        if len(self.connections) > guard.max_open:
+            guard.note("connections closed: too many open")
+            transport.close()
+            return
+        if host is not None and not guard.is_trusted(host):
+            key = client_key(host)
+            if not guard.take(guard.connections, key):
+                guard.note("connections closed: the client had WREG_MAX_CLIENT_CONNECTIONS")
+                transport.close()
+                return
+            self._client_key = key
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        if self._client_key is not None:
+            self.guard.give_back(self.guard.connections, self._client_key)
+            self._client_key = None
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        self._request_begun = True
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        self._request_begun = False
+        if self.max_busy is None or len(self.tasks) < self.max_busy:
+            super().on_headers_complete()
+            return
+        self.guard.note("requests answered 503: WREG_MAX_CONNECTIONS in progress")
+        app, self.app = self.app, _busy
+        try:
+            super().on_headers_complete()  # queues or starts the request with self.app
+        finally:
+            self.app = app
+
+    def on_response_complete(self) -> None:
+        next_is_new = not self.pipeline  # else the next request's headers are already in
+        super().on_response_complete()
+        if next_is_new and not self.transport.is_closing():
+            self._arm_header_timer()
+
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(self.guard.header_timeout, self._headers_late)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        self.guard.note("connections closed: request headers not complete in time")
+        if self._request_begun:
+            self.transport.write(self.guard.timeout_response())
+        self.transport.close()
+
+
+def protocol_for(guard: ConnectionGuard) -> type[GuardedProtocol]:
+    """A ``GuardedProtocol`` class sharing ``guard`` (uvicorn takes a class and builds one
+    protocol per connection, so the process-wide counts ride on the class)."""
+
+    class Protocol(GuardedProtocol):
+        pass
+
+    Protocol.guard = guard
+    return Protocol
+
+
+class ForwardedClientLimit:
+    """ASGI: requests in progress per client behind a trusted proxy, at most
+    ``guard.max_per_client`` (beyond: 503, ``Retry-After: 1``).
+
+    Also sets ``scope["client"]`` to that client (uvicorn's own ``X-Forwarded-For``
+    handling is turned off: it would trust 127.0.0.1 whatever ``WREG_TRUSTED_PROXIES``
+    says). Requests from other peers pass untouched: their header is not believed.
+    """
+
+    def __init__(self, app: ASGIApp, guard: ConnectionGuard) -> None:
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        peer = scope.get("client")
+        if scope["type"] != "http" or not peer or not self.guard.is_trusted(peer[0]):
+            await self.app(scope, receive, send)
+            return
+        named = (value for name, value in scope["headers"] if name == b"x-forwarded-for")
+        host = forwarded_client(named, self.guard.trusted) or peer[0]
+        scope["client"] = (host, 0)
+        key = client_key(host)
+        if not self.guard.take(self.guard.requests, key):
+            self.guard.note("requests answered 503: the forwarded client had its cap in progress")
+            response = error_response(
+                ErrorCode.UNAVAILABLE,
+                f"too many requests in progress from {host}; try again shortly",
+                detail={"limit": self.guard.max_per_client},
+            )
+            response.headers["Retry-After"] = "1"
+            await response(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.guard.give_back(self.guard.requests, key)
