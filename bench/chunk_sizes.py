@@ -24,13 +24,10 @@ threads for chunks of 8 MiB and more); median of ``--runs`` runs.
 
 from __future__ import annotations
 
-import argparse
 import mmap
 import os
-import platform
 import statistics
 import struct
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -38,8 +35,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import pyfastcdc
 
+from results import bench_parser, machine, publish
 from wreg.core.chunking import (
     ChunkParams,
     ChunkSpec,
@@ -57,7 +54,6 @@ CHUNK_MAXES = [1 * MiB, 2 * MiB, 4 * MiB, 8 * MiB, 16 * MiB]
 CHUNK_PACKS = [16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB]
 CDC_AVGS = [64 * KiB, 256 * KiB, 1 * MiB, 4 * MiB]
 VARIANTS = ["finetune", "inserted", "vocab+8"]
-RESULTS = Path(__file__).with_name("RESULTS.md")
 # CPU seconds of this process (all its threads): a per-core figure that other load on a
 # shared machine distorts far less than wall time does.
 CLOCK = time.process_time
@@ -192,21 +188,6 @@ def model_files() -> Iterator[dict[str, Path]]:
         yield paths
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"pyfastcdc {pyfastcdc.__version__} ({pyfastcdc.FastCDC.__module__})"
-    )
-
-
 def run(runs: int) -> str:
     t0 = time.perf_counter()
     lines: list[str] = []
@@ -286,30 +267,11 @@ def run(runs: int) -> str:
     return "\n".join(lines)
 
 
-def update_results(section: str, body: str, command: str) -> None:
-    """Replace (or append) the section between this bench's markers in RESULTS.md."""
-    begin, end = f"<!-- BEGIN {section} -->", f"<!-- END {section} -->"
-    block = f"{begin}\nCommand: `{command}`\n\n{body}\n{end}"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + f"\n\n{block}\n"
-    RESULTS.write_text(text)
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser = bench_parser(__doc__)
     parser.add_argument("--runs", type=int, default=5, help="timing runs per figure")
-    parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     args = parser.parse_args()
-    body = run(args.runs)
-    print(body)
-    if args.write:
-        command = ".venv/bin/python bench/chunk_sizes.py " + " ".join(sys.argv[1:])
-        update_results("chunk_sizes", body, command.strip())
-    return 0
+    return publish("chunk_sizes", run(args.runs), write=args.write)
 
 
 if __name__ == "__main__":

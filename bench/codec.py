@@ -20,9 +20,7 @@ digest (decode + blake3, what every reader does).
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +28,8 @@ from pathlib import Path
 
 import zstandard
 
-from chunk_sizes import CLOCK, machine, size_label, update_results
+from chunk_sizes import CLOCK, size_label
+from results import bench_parser, machine, publish
 from wreg.core.chunking import ChunkParams, plan_file
 from wreg.core.digest import digest_bytes
 from wreg.core.encoding import decode_chunk, decode_chunk_into, encode_chunk
@@ -179,16 +178,10 @@ def run(runs: int) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser = bench_parser(__doc__)
     parser.add_argument("--runs", type=int, default=7, help="timing runs per figure (>= 5)")
-    parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     args = parser.parse_args()
-    body = run(args.runs)
-    print(body)
-    if args.write:
-        command = ".venv/bin/python bench/codec.py " + " ".join(sys.argv[1:])
-        update_results("codec", body, command.strip())
-    return 0
+    return publish("codec", run(args.runs), write=args.write)
 
 
 if __name__ == "__main__":

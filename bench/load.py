@@ -27,8 +27,6 @@ import argparse
 import asyncio
 import json
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,19 +36,14 @@ from typing import Any
 
 import aiohttp
 
+from results import bench_parser, machine, this_command, update_results
 from wreg.core.digest import digest_bytes
 from wreg.core.encoding import decode_chunk, encode_chunk
 from wreg.core.manifest import ChunkRef, FileEntry, Manifest
+from wreg.testing.servers import start_server
 
-BIN = Path(sys.executable).parent
 KiB = 1024
 MiB = 1024 * KiB
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_kib(pid: int) -> int | None:
@@ -110,7 +103,7 @@ def synthetic_chunks(client: int, cycle: int, count: int, size: int) -> list[byt
     for i in range(count):
         head = tag + str(i).encode() + b":"
         if i % 2:  # random, but the same bytes each time this (client, cycle) comes round
-            body = random.Random(head).randbytes(size - len(head))
+            body = random.Random(head).randbytes(size - len(head))  # noqa: S311 - deterministic chunk bytes per (client, cycle), not cryptography
         else:
             body = (head * (size // len(head) + 1))[: size - len(head)]
         chunks.append(head + body)
@@ -275,40 +268,6 @@ async def run_load(base_url: str, pid: int, args: argparse.Namespace) -> dict[st
     }
 
 
-def start_server(data: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [
-                *(BIN / "wreg-server", "serve", "--data", str(data), "--host", "127.0.0.1"),
-                *("--port", str(port), "--log-level", "warning"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"wreg-server exited:\n{log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return process, url
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("wreg-server did not start within 30 s")
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def render(result: dict[str, Any], command: str) -> str:
     rss = result["rss_mib"]
     models = result["models"]
@@ -346,7 +305,7 @@ def render(result: dict[str, Any], command: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser = bench_parser(__doc__)
     parser.add_argument("--duration", type=float, default=30, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds first")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
@@ -363,17 +322,16 @@ def main() -> int:
         "--max-rss-growth-mib", type=float, default=64, help="fail above this RSS growth"
     )
     parser.add_argument("--json", type=Path, help="also write the result as JSON here")
-    parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     args = parser.parse_args()
 
-    command = ".venv/bin/python bench/load.py " + " ".join(sys.argv[1:])
+    command = this_command()
     with tempfile.TemporaryDirectory(prefix="wreg-load-") as tmp:
         log = Path(tmp) / "server.log"
-        process, url = start_server(Path(tmp) / "data", log)
+        server = start_server(Path(tmp) / "data", args=["--log-level", "warning"], log=log)
         try:
-            result = asyncio.run(run_load(url, process.pid, args))
+            result = asyncio.run(run_load(server.url, server.process.pid, args))
         finally:
-            stop_server(process)
+            server.stop()
         result["server_log_tail"] = log.read_text(errors="replace")[-2000:]
     body = render(result, command)
     print(body)
@@ -382,10 +340,7 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     if args.write:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from chunk_sizes import machine, update_results
-
-        update_results("load", f"Machine: {machine()}.\n\n{body}", command.strip())
+        update_results("load", f"Machine: {machine()}.\n\n{body}", command)
     failed = result["errors"] > 0 or result["rss_mib"]["growth"] > args.max_rss_growth_mib
     return 1 if failed else 0
 

@@ -10,7 +10,6 @@ and ``/usr/bin/time -v`` for the peak RSS.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -18,14 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from chunk_sizes import machine, update_results
-from transfer import ROOT, WREG, generate, start_server, timed, tree_size
+from results import bench_parser, machine, publish
+from transfer import ROOT, WREG, generate, timed, tree_size
+from wreg.testing.servers import start_server
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser = bench_parser(__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4], help="GiB")
-    parser.add_argument("--write", action="store_true", help="write bench/RESULTS.md")
     args = parser.parse_args()
     if shutil.which("/usr/bin/time") is None:
         print("missing /usr/bin/time: apt-get install time", file=sys.stderr)
@@ -69,15 +68,9 @@ def main() -> int:
             for s, ps, pk, ls, lk in rows
         ),
     ]
-    if args.write:
-        sizes = " ".join(str(s) for s in args.sizes)
-        update_results(
-            "memory_scaling",
-            "\n".join(table),
-            f".venv/bin/python bench/memory_scaling.py --sizes {sizes} --write",
-        )
-    print("\n".join(table))
-    return 0
+    sizes = " ".join(str(s) for s in args.sizes)
+    command = f".venv/bin/python bench/memory_scaling.py --sizes {sizes} --write"
+    return publish("memory_scaling", "\n".join(table), write=args.write, command=command)
 
 
 if __name__ == "__main__":

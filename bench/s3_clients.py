@@ -18,7 +18,6 @@ is made of. Median of ``--runs`` runs; the clients alternate inside each run.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import statistics
@@ -34,7 +33,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from obstore.store import S3Store
 
-from chunk_sizes import machine, update_results
+from results import bench_parser, machine, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -64,7 +63,8 @@ class Row:
     figures: list[Figures]
 
     def median(self, attr: str) -> float:
-        return statistics.median(getattr(f, attr) for f in self.figures)
+        values: list[float] = [getattr(f, attr) for f in self.figures]
+        return statistics.median(values)
 
 
 async def _measure(
@@ -76,7 +76,8 @@ async def _measure(
         async with gate:
             result = await op(keys[i], bodies[i] if bodies is not None else None)
             if bodies is None:
-                assert result is not None and len(result) == OBJECT_SIZE
+                assert result is not None
+                assert len(result) == OBJECT_SIZE
 
     cpu0, moto0, t0 = time.process_time(), s3.cpu_seconds(), time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(len(keys))))
@@ -184,17 +185,12 @@ def _moto_version() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser = bench_parser(__doc__)
     parser.add_argument("--runs", type=int, default=5, help="timing runs per figure")
     parser.add_argument("--objects", type=int, default=32, help="objects per run")
-    parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     args = parser.parse_args()
     body = report(asyncio.run(bench(args.runs, args.objects)), args.runs, args.objects)
-    print(body)
-    if args.write:
-        command = ".venv/bin/python bench/s3_clients.py " + " ".join(sys.argv[1:])
-        update_results("s3_clients", body, command.strip())
-    return 0
+    return publish("s3_clients", body, write=args.write)
 
 
 if __name__ == "__main__":

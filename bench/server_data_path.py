@@ -19,7 +19,6 @@ the server process and its children, from ``/proc``).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -34,8 +33,10 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from chunk_sizes import machine, update_results
-from transfer import ROOT, free_port, generate, start_nginx
+from results import bench_parser, machine, publish
+from transfer import ROOT, generate, start_nginx
+from wreg.testing.procs import free_port, stop_process, wait_for_http
+from wreg.testing.servers import start_server
 
 BIN = Path(sys.executable).parent
 TICK = os.sysconf("SC_CLK_TCK")
@@ -44,7 +45,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` and its live children."""
     pids = [pid]
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)  # noqa: S603,S607 - pgrep from PATH (procps) on our own server's pid
     pids += [int(p) for p in out.stdout.split()]
     total = 0
     for p in pids:
@@ -54,16 +55,6 @@ def cpu_seconds(pid: int) -> float:
             continue
         total += int(fields[11]) + int(fields[12])
     return total / TICK
-
-
-def wait_http(url: str) -> None:
-    for _ in range(300):
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 async def fetch_all(urls: list[str], concurrency: int) -> int:
@@ -85,10 +76,9 @@ async def fetch_all(urls: list[str], concurrency: int) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser = bench_parser(__doc__)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--write", action="store_true", help="write bench/RESULTS.md")
     args = parser.parse_args()
     if shutil.which("nginx") is None:
         print("missing nginx: apt-get install nginx-light", file=sys.stderr)
@@ -99,13 +89,10 @@ def main() -> int:
     env = dict(os.environ) | {"WREG_DATA": str(data)}
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        port = free_port()
-        serve = [str(BIN / "wreg-server"), "serve", "--data", str(data), "--port", str(port)]
-        uvicorn = subprocess.Popen([*serve, "--log-level", "warning"], env=env)
-        procs.append(uvicorn)
-        wait_http(f"http://127.0.0.1:{port}/healthz")
-        push_env = env | {"WREG_URL": f"http://127.0.0.1:{port}", "WREG_CACHE": str(work / "c")}
-        out = subprocess.run(
+        uvicorn = start_server(data, env, args=["--log-level", "warning"], log=work / "serve.log")
+        procs.append(uvicorn.process)
+        push_env = env | {"WREG_URL": uvicorn.url, "WREG_CACHE": str(work / "c")}
+        out = subprocess.run(  # noqa: S603 - this venv's wreg, pushing the bench's generated model
             [str(BIN / "wreg"), "push", str(model), "bench/datapath@v1", "--json"],
             env=push_env,
             capture_output=True,
@@ -113,17 +100,15 @@ def main() -> int:
             check=True,
         )
         manifest = json.loads(out.stdout)["manifest"]
-        body = httpx.get(
-            f"http://127.0.0.1:{port}/v1/repositories/bench/datapath/manifests/{manifest}"
-        )
+        body = httpx.get(f"{uvicorn.url}/v1/repositories/bench/datapath/manifests/{manifest}")
         digests = sorted({c["digest"] for f in body.json()["files"] for c in f["chunks"]})
         paths = [f"chunks/{d[7:9]}/{d[7:]}" for d in digests]
         servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {
-            "uvicorn (wreg-server serve)": (uvicorn, f"http://127.0.0.1:{port}/v1/chunks/")
+            "uvicorn (wreg-server serve)": (uvicorn.process, f"{uvicorn.url}/v1/chunks/")
         }
         if shutil.which(str(BIN / "granian")) or (BIN / "granian").exists():
             gport = free_port()
-            granian = subprocess.Popen(
+            granian = subprocess.Popen(  # noqa: S603 - this venv's granian, fixed arguments
                 [
                     str(BIN / "granian"),
                     "--interface",
@@ -139,7 +124,7 @@ def main() -> int:
                 env=env,
             )
             procs.append(granian)
-            wait_http(f"http://127.0.0.1:{gport}/healthz")
+            wait_for_http(f"http://127.0.0.1:{gport}/healthz", granian)
             servers["granian (same app)"] = (granian, f"http://127.0.0.1:{gport}/v1/chunks/")
         nginx, ng_url = start_nginx(data / "objects", work)
         procs.append(nginx)
@@ -164,8 +149,7 @@ def main() -> int:
             )
     finally:
         for p in procs:
-            p.terminate()
-            p.wait(20)
+            stop_process(p)
         shutil.rmtree(work, ignore_errors=True)
     table = [
         f"Machine: {machine()}. {len(digests)} encoded chunks ({size / 1e9:.2f} GB) of the "
@@ -176,14 +160,8 @@ def main() -> int:
         "| --- | ---: | ---: | ---: |",
         *(f"| {n} | {w:.2f} | {g:.2f} | {c:.2f} |" for n, w, g, c in rows),
     ]
-    if args.write:
-        update_results(
-            "server_data_path",
-            "\n".join(table),
-            f".venv/bin/python bench/server_data_path.py --runs {args.runs} --write",
-        )
-    print("\n".join(table))
-    return 0
+    command = f".venv/bin/python bench/server_data_path.py --runs {args.runs} --write"
+    return publish("server_data_path", "\n".join(table), write=args.write, command=command)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,21 +40,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import numpy as np
 
-from chunk_sizes import machine, update_results
+from results import bench_parser, machine, update_results
 from wreg.testing import realdata
+from wreg.testing.procs import free_port, stop_process, wait_for_http
+from wreg.testing.servers import RunningServer, start_server
 
 BIN = Path(sys.executable).parent
 WREG = str(BIN / "wreg")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- the model
@@ -127,54 +121,31 @@ def tree_size(root: Path) -> int:
 # --------------------------------------------------------------------------- services
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def reset_peak(self) -> None:
-        for pid in self.pids():
-            Path(f"/proc/{pid}/clear_refs").write_text("5")
-
-    def peak_kb(self) -> int:
-        peak = 0
-        for pid in self.pids():
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak += int(line.split()[1])
-        return peak
-
-    def pids(self) -> list[int]:
-        out = subprocess.run(
-            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
-        ).stdout.split()
-        return [self.process.pid, *map(int, out)]
+def pids(server: RunningServer) -> list[int]:
+    """The server's process and its children (uvicorn workers)."""
+    out = subprocess.run(  # noqa: S603 - pgrep (procps) on our own server's pid
+        ["pgrep", "-P", str(server.process.pid)],  # noqa: S607 - from PATH, like nginx, curl
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    return [server.process.pid, *map(int, out)]
 
 
-def start_server(data: Path) -> Server:
-    port = free_port()
-    log = open(data.parent / f"server-{port}.log", "wb")  # noqa: SIM115 - lives with it
-    proc = subprocess.Popen(
-        [str(BIN / "wreg-server"), "serve", "--data", str(data), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return Server(proc, url)
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError("wreg-server did not start")
+def reset_peak(server: RunningServer) -> None:
+    """Restart the server's peak RSS (``VmHWM``) count from its current RSS."""
+    for pid in pids(server):
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def peak_kb(server: RunningServer) -> int:
+    """The server's peak RSS in KB since the last ``reset_peak``, children included."""
+    peak = 0
+    for pid in pids(server):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peak += int(line.split()[1])
+    return peak
 
 
 def start_nginx(
@@ -204,15 +175,14 @@ http {{
 }}
 """
     )
-    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)])
+    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)])  # noqa: S603,S607 - nginx from PATH (nginx-light), on our own config
     url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(f"{url}/nothing-here", timeout=1)
-            return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError("nginx did not start")
+    try:
+        wait_for_http(f"{url}/nothing-here", proc, timeout=10)  # any answer: it is up
+    except BaseException:
+        stop_process(proc, 10, signal.SIGQUIT)
+        raise
+    return proc, url
 
 
 # --------------------------------------------------------------------------- measuring
@@ -235,7 +205,7 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int
     """(wall seconds, peak RSS in KB, stdout) of one command under /usr/bin/time -v."""
     with tempfile.NamedTemporaryFile("r") as report:
         start = time.perf_counter()
-        out = subprocess.run(
+        out = subprocess.run(  # noqa: S603 - /usr/bin/time around the bench's own commands
             ["/usr/bin/time", "-v", "-o", report.name, *cmd],
             env=env,
             capture_output=True,
@@ -255,19 +225,18 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int
 def clean(*paths: Path) -> None:
     for p in paths:
         if p.is_dir() and not p.is_symlink():
-            subprocess.run(["chmod", "-R", "u+w", str(p)], check=False)
+            subprocess.run(["chmod", "-R", "u+w", str(p)], check=False)  # noqa: S603,S607 - chmod from PATH, on the bench's own temp dir
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser = bench_parser(__doc__)
     parser.add_argument("--size-gib", type=float, default=1.0)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--idle", type=float, default=5.0)
-    parser.add_argument("--write", action="store_true", help="write bench/RESULTS.md")
     args = parser.parse_args()
     for tool in ("nginx", "casync", "/usr/bin/time", "curl"):
         if shutil.which(tool) is None:
@@ -284,7 +253,7 @@ def main() -> int:
     os.symlink(model, site / "model")
     store = site / "store"
     rows: dict[str, Row] = {}
-    servers: list[Server] = []
+    servers: list[RunningServer] = []
     nginx, ng_url = start_nginx(site, work)
     nginx_fronts: list[subprocess.Popen[bytes]] = []
     base_env = dict(os.environ)
@@ -292,7 +261,7 @@ def main() -> int:
     def idle() -> None:
         time.sleep(args.idle)
 
-    def env(server: Server, cache: Path) -> dict[str, str]:
+    def env(server: RunningServer, cache: Path) -> dict[str, str]:
         return base_env | {"WREG_URL": server.url, "WREG_CACHE": str(cache)}
 
     def record(name: str, wall: float, rss: int = 0, server_kb: int = 0) -> None:
@@ -306,7 +275,7 @@ def main() -> int:
 
     try:
         # -- cold push: a fresh registry and an empty stat cache each time ------------
-        server: Server | None = None
+        server: RunningServer | None = None
         for i in range(args.runs):
             if server is not None:
                 server.stop()
@@ -314,11 +283,11 @@ def main() -> int:
             servers.append(server)
             clean(work / "push-cache")
             idle()
-            server.reset_peak()
+            reset_peak(server)
             wall, rss, _ = timed(
                 [WREG, "push", str(model), "bench/model@v1"], env(server, work / "push-cache")
             )
-            record("cold push: wreg push", wall, rss, server.peak_kb())
+            record("cold push: wreg push", wall, rss, peak_kb(server))
         assert server is not None
         for _ in range(args.runs):
             clean(store, work / "model.caidx")
@@ -328,7 +297,7 @@ def main() -> int:
             )
             record("cold push: casync make", wall, rss)
         shutil.copy(work / "model.caidx", site / "model.caidx")
-        subprocess.run(
+        subprocess.run(  # noqa: S603 - this venv's wreg, on the bench's generated model
             [WREG, "push", str(tuned), "bench/model@ft"],
             env=env(server, work / "push-cache"),
             check=True,
@@ -368,12 +337,12 @@ def main() -> int:
             for _ in range(args.runs):
                 clean(out_dir, cache)
                 idle()
-                server.reset_peak()
+                reset_peak(server)
                 wall, rss, _ = timed(
                     [WREG, "pull", "bench/model@v1", "-o", str(out_dir)],
                     env(server, cache) | {"WREG_URL": url},
                 )
-                record(f"cold pull: wreg pull ({label})", wall, rss, server.peak_kb())
+                record(f"cold pull: wreg pull ({label})", wall, rss, peak_kb(server))
         curl = ["curl", "--parallel", "--parallel-max", "16", "-sS", "--fail", "--create-dirs"]
         for f in files:
             curl += ["-o", str(out_dir / f), f"{ng_url}/model/{f}"]
@@ -401,7 +370,7 @@ def main() -> int:
             )
             record("cold pull: casync extract", wall, rss)
         # -- warm pull: everything cached, -o into a new directory --------------------
-        subprocess.run(
+        subprocess.run(  # noqa: S603 - this venv's wreg, on the bench's generated model
             [WREG, "pull", "bench/model@v1"],
             env=env(server, cache),
             check=True,
@@ -419,7 +388,7 @@ def main() -> int:
         for _ in range(args.runs):
             trial = work / "ft-cache"
             clean(trial, out_dir)
-            subprocess.run(["cp", "-al", str(cache), str(trial)], check=True)
+            subprocess.run(["cp", "-al", str(cache), str(trial)], check=True)  # noqa: S603,S607 - cp from PATH, between the bench's own temp dirs
             for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
                 if (trial / name).exists():
                     (trial / name).unlink()
@@ -437,11 +406,9 @@ def main() -> int:
             )
     finally:
         for s in servers:
-            if s.process.poll() is None:
-                s.stop()
+            s.stop()
         for proc in (nginx, *nginx_fronts):
-            proc.send_signal(signal.SIGQUIT)
-            proc.wait(10)
+            stop_process(proc, 10, signal.SIGQUIT)  # nginx's graceful shutdown
         clean(work)
 
     report = render(rows, size, len(files), args)

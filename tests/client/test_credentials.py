@@ -9,7 +9,7 @@ import pytest
 
 import wreg
 from wreg import _credentials
-from wreg.core.errors import AuthError, error_class_for
+from wreg.core.errors import AuthError, ErrorCode, error_class_for
 
 
 @pytest.fixture(autouse=True)
@@ -42,14 +42,14 @@ def test_corrupt_file_counts_as_no_token(config_home: Path) -> None:
 
 def test_client_token_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     _credentials.save_token("http://reg:1", "wreg_stored")
-    assert wreg.Client("http://reg:1").token == "wreg_stored"
+    assert wreg.Client("http://reg:1").token == "wreg_stored"  # noqa: S105 - a made-up token under test
     assert wreg.Client("http://elsewhere:1").token is None
     monkeypatch.setenv("WREG_TOKEN", "wreg_env")
-    assert wreg.Client("http://reg:1").token == "wreg_env"
-    assert wreg.Client("http://reg:1", "wreg_arg").token == "wreg_arg"
+    assert wreg.Client("http://reg:1").token == "wreg_env"  # noqa: S105 - a made-up token under test
+    assert wreg.Client("http://reg:1", "wreg_arg").token == "wreg_arg"  # noqa: S105 - a made-up token under test
 
 
 def test_auth_codes_map_to_auth_error() -> None:
-    assert error_class_for("UNAUTHORIZED") is AuthError
-    assert error_class_for("DENIED") is AuthError
+    assert error_class_for(ErrorCode.UNAUTHORIZED) is AuthError
+    assert error_class_for(ErrorCode.DENIED) is AuthError
     assert issubclass(wreg.AuthError, wreg.WregError)

@@ -10,8 +10,9 @@ import pytest
 from aiohttp import web
 
 from wreg._http import Registry
-from wreg.core.errors import IntegrityError, NotFound, RegistryError, TransportError
+from wreg.core.errors import ErrorCode, IntegrityError, NotFound, RegistryError, TransportError
 from wreg.core.reference import Reference
+from wreg.testing.webapps import start_app
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -28,11 +29,7 @@ async def _with_server(
 ) -> None:
     app = web.Application()
     app.add_routes(routes)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await start_app(app)
     try:
         async with Registry(f"http://127.0.0.1:{port}", None, 4, 10) as registry:
             await body(registry)
@@ -66,7 +63,8 @@ def test_permanent_errors_are_not_retried_and_keep_code_and_request_id() -> None
     async def body(r: Registry) -> None:
         with pytest.raises(IntegrityError) as info:
             await r.put_chunk("blake3:" + "0" * 64, b"x")
-        assert info.value.code == "DIGEST_MISMATCH" and info.value.request_id == "r1"
+        assert info.value.code is ErrorCode.DIGEST_MISMATCH
+        assert info.value.request_id == "r1"
         assert "request r1" in str(info.value)
 
     asyncio.run(_with_server([web.put("/v1/chunks/{d}", reject)], body))

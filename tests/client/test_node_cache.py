@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from wreg._cache import NodeCache
+from wreg._cache import NodeCache, acquire
 from wreg._cache_ops import parse_size
-from wreg._pull import acquire, select_files
+from wreg._pull import select_files
 from wreg.core.digest import digest_bytes
 from wreg.core.errors import InvalidInput
 from wreg.core.manifest import ChunkRef, FileEntry, Manifest
+from wreg.testing.procs import stop_process
 
 
 def _entry(path: str, data: bytes, pieces: int = 4) -> FileEntry:
@@ -98,11 +99,12 @@ time.sleep(60)
 
 
 def test_lock_of_a_killed_holder_is_taken_over_at_once(tmp_path: Path) -> None:
-    holder = subprocess.Popen(
+    holder = subprocess.Popen(  # noqa: S603 - this interpreter, the lock holder script above
         [sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
         cache = NodeCache(tmp_path)
         lock = cache.lock("file-x")
         assert not asyncio.run(acquire(lock, wait=False))  # a live holder keeps it
@@ -114,6 +116,4 @@ def test_lock_of_a_killed_holder_is_taken_over_at_once(tmp_path: Path) -> None:
         lock.release()
         cache.close()
     finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
+        stop_process(holder)

@@ -8,7 +8,6 @@ sent and answers like S3 does, XML errors included.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -16,10 +15,12 @@ import pytest
 from aiohttp import web
 
 from wreg._http import ATTEMPTS, Registry
-from wreg.core.errors import NotFound, RegistryError, TransportError
+from wreg.core.errors import ErrorCode, NotFound, RegistryError, TransportError
+from wreg.testing.procs import free_port
+from wreg.testing.webapps import start_app
 
 DIGEST = "blake3:" + "ab" * 32
-TOKEN = "sekrit-token"
+TOKEN = "sekrit-token"  # noqa: S105 - a made-up token for a fake registry
 BODY = b"encoded-chunk-bytes"
 
 
@@ -44,15 +45,6 @@ class Seen:
     store_queries: list[str] = field(default_factory=list)
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port: int = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, port
-
-
 def _run(
     store: Callable[[web.Request], Awaitable[web.StreamResponse]] | None,
     body: Callable[[Registry, Seen], Awaitable[None]],
@@ -71,7 +63,7 @@ def _run(
 
             store_app = web.Application()
             store_app.add_routes([web.get("/bucket/{key:.*}", store_handler)])
-            runner, port = await _serve(store_app)
+            runner, port = await start_app(store_app)
             runners.append(runner)
         else:
             assert store_port is not None
@@ -91,7 +83,7 @@ def _run(
 
         registry_app = web.Application()
         registry_app.add_routes([web.get("/v1/chunks/{d}", registry_handler)])
-        runner, registry_port = await _serve(registry_app)
+        runner, registry_port = await start_app(registry_app)
         runners.append(runner)
         try:
             async with Registry(f"http://127.0.0.1:{registry_port}", TOKEN, 4, 10) as registry:
@@ -132,9 +124,10 @@ def test_store_404_is_a_clear_not_found_and_not_retried() -> None:
             with pytest.raises(NotFound) as info:
                 await download
             error = info.value
-            assert error.code == "CHUNK_UNKNOWN"
+            assert error.code is ErrorCode.CHUNK_UNKNOWN
             assert "missing from the object store" in error.message
-            assert "NoSuchKey" in error.message and DIGEST in error.message
+            assert "NoSuchKey" in error.message
+            assert DIGEST in error.message
             assert error.request_id == "wreg-req-1"
             assert error.detail["store_request_id"] == "S3REQ"
 
@@ -188,9 +181,7 @@ def test_store_400_is_permanent() -> None:
 
 
 def test_unreachable_store_names_the_store() -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        dead_port = s.getsockname()[1]
+    dead_port = free_port()  # a port nobody listens on
 
     async def body(r: Registry, seen: Seen) -> None:
         with pytest.raises(TransportError, match=f"object store at 127.0.0.1:{dead_port}"):

@@ -13,7 +13,8 @@ import ntpath
 import posixpath
 import random
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ from wreg.core.encoding import (
     parse_header,
     transform_for,
 )
-from wreg.core.errors import IntegrityError, InvalidInput
+from wreg.core.errors import ErrorCode, IntegrityError, InvalidInput, WregError
 from wreg.core.manifest import (
     MODE_EXEC,
     MODE_FILE,
@@ -44,6 +45,7 @@ from wreg.core.manifest import (
 )
 from wreg.core.reference import Reference
 
+T = TypeVar("T")
 DTYPES = ["F32", "BF16", "F16", "I64", None]
 _WIDTH = {Transform.BYTEGROUP2: 2, Transform.BYTEGROUP4: 4}
 _WIDTH |= {Transform.BYTEGROUP2_EXP: 2, Transform.BYTEGROUP4_EXP: 4}
@@ -108,18 +110,28 @@ def test_encode_decode_round_trip(content: tuple[bytes, str | None]) -> None:
     assert out[len(raw) :] == b"\xa5" * 13
 
 
+def _attempt(call: Callable[[], T]) -> T | WregError:
+    """What ``call`` returns, or the ``WregError`` it raises: for properties where both are
+    right answers (so ``pytest.raises`` cannot be used) and the error is checked after."""
+    try:
+        return call()
+    except WregError as exc:
+        return exc
+
+
 def _decode_outcome(blob: bytes, digest: str) -> bytes | None:
     """The decoded bytes, or None when decoding refused the blob in a documented way."""
-    try:
-        return bytes(decode_chunk(blob, expected_digest=digest))
-    except IntegrityError as exc:
-        assert exc.code == "DIGEST_MISMATCH"
-        assert exc.detail["expected"] == digest
-        assert exc.detail["actual"] != digest
-        return None
-    except InvalidInput as exc:
-        assert exc.code == "CHUNK_INVALID", exc.code
-        return None
+    outcome = _attempt(lambda: bytes(decode_chunk(blob, expected_digest=digest)))
+    if not isinstance(outcome, WregError):
+        return outcome
+    if isinstance(outcome, IntegrityError):
+        assert outcome.code is ErrorCode.DIGEST_MISMATCH
+        assert outcome.detail["expected"] == digest
+        assert outcome.detail["actual"] != digest
+    else:
+        assert isinstance(outcome, InvalidInput), outcome
+        assert outcome.code is ErrorCode.CHUNK_INVALID, outcome.code
+    return None
 
 
 @given(chunk_contents(), st.data())
@@ -138,10 +150,10 @@ def test_single_byte_corruption_never_passes_as_other_bytes(
     assert decoded is None or decoded == raw
     # Without an expected digest, decoding may return other bytes — but then the
     # verification step every reader does must catch them.
-    try:
-        unverified = bytes(decode_chunk(bytes(blob)))
-    except InvalidInput as exc:
-        assert exc.code == "CHUNK_INVALID"
+    unverified = _attempt(lambda: bytes(decode_chunk(bytes(blob))))
+    if isinstance(unverified, WregError):
+        assert isinstance(unverified, InvalidInput), unverified
+        assert unverified.code is ErrorCode.CHUNK_INVALID
     else:
         assert unverified == raw or digest_bytes(unverified) != digest
 
@@ -259,7 +271,7 @@ def test_manifest_without_canonical_form_is_invalid_input(body: bytes) -> None:
     """Whatever parses must have a canonical form, or be refused as MANIFEST_INVALID."""
     with pytest.raises(InvalidInput) as info:
         Manifest.from_json_bytes(body).to_json_bytes()
-    assert info.value.code == "MANIFEST_INVALID"
+    assert info.value.code is ErrorCode.MANIFEST_INVALID
 
 
 # --------------------------------------------------------------------------------------
@@ -340,10 +352,15 @@ def reference_like_text(draw: st.DrawFn) -> str:
 @given(reference_like_text())
 def test_reference_parsing_is_exactly_the_grammar(text: str) -> None:
     note(f"in grammar: {_in_grammar(text)}")
-    try:
-        ref = Reference.parse(text)
-    except InvalidInput as exc:
-        assert exc.code in {"NAME_INVALID", "TAG_INVALID", "DIGEST_INVALID", "REFERENCE_INVALID"}
+    ref = _attempt(lambda: Reference.parse(text))
+    if isinstance(ref, WregError):
+        assert isinstance(ref, InvalidInput), ref
+        assert ref.code.name in {
+            "NAME_INVALID",
+            "TAG_INVALID",
+            "DIGEST_INVALID",
+            "REFERENCE_INVALID",
+        }
         assert not _in_grammar(text), f"{text!r} is in the grammar but was rejected"
         return
     assert _in_grammar(text), f"{text!r} is outside the grammar but parsed as {ref!r}"
@@ -361,19 +378,22 @@ _PATH_PIECES = st.sampled_from(
 
 @given(st.one_of(st.text(max_size=30), st.lists(_PATH_PIECES, max_size=8).map("".join)))
 def test_path_validation_never_accepts_an_escape(path: str) -> None:
-    try:
-        accepted = validate_path(path)
-    except InvalidInput as exc:
-        assert exc.code == "PATH_UNSAFE"
+    accepted = _attempt(lambda: validate_path(path))
+    if isinstance(accepted, WregError):
+        assert isinstance(accepted, InvalidInput), accepted
+        assert accepted.code is ErrorCode.PATH_UNSAFE
         return
     assert accepted == path
     normalized = posixpath.normpath(path)
     # Escaping means a leading ".." *segment* ("..0" is an ordinary name) or a root.
-    assert normalized.split("/")[0] != ".." and not normalized.startswith("/"), path
+    assert normalized.split("/")[0] != "..", path
+    assert not normalized.startswith("/"), path
     assert normalized == path, "an accepted path needs no normalization"
-    assert not posixpath.isabs(path) and not ntpath.isabs(path)
+    assert not posixpath.isabs(path)
+    assert not ntpath.isabs(path)
     assert ntpath.splitdrive(path)[0] == "", path
-    assert "\\" not in path and "\x00" not in path
+    assert "\\" not in path
+    assert "\x00" not in path
     assert all(part not in {"", ".", ".."} for part in path.split("/"))
 
 
@@ -383,4 +403,4 @@ def test_path_validation_never_accepts_an_escape(path: str) -> None:
 def test_path_validation_rejects_known_escapes(path: str) -> None:
     with pytest.raises(InvalidInput) as info:
         validate_path(path)
-    assert info.value.code == "PATH_UNSAFE"
+    assert info.value.code is ErrorCode.PATH_UNSAFE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -104,23 +105,29 @@ def test_writer_rejects_wrong_length(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "mutate",
+    ("mutate", "reason"),
     [
-        lambda raw: raw[:-1],  # truncated data
-        lambda raw: raw[:6],  # truncated length
-        lambda raw: struct.pack("<Q", 10**9) + raw[8:],  # absurd header length
-        lambda raw: raw.replace(b'"data_offsets":[0,8]', b'"data_offsets":[1,9]'),  # gap
-        lambda raw: raw.replace(b'"I64"', b'"I65"'),  # unknown dtype
-        lambda raw: raw.replace(b"{", b"[", 1),  # not JSON
+        (lambda raw: raw[:-1], "data section does not match the file size"),
+        (lambda raw: raw[:6], "shorter than the 8-byte header length"),
+        (lambda raw: struct.pack("<Q", 10**9) + raw[8:], "header length 1000000000 out of range"),
+        (
+            lambda raw: raw.replace(b'"data_offsets":[0,8]', b'"data_offsets":[1,9]'),
+            "tensors overlap or leave a gap",
+        ),
+        (lambda raw: raw.replace(b'"I64"', b'"I65"'), "unsupported dtype 'I65'"),
+        (lambda raw: raw.replace(b"{", b"[", 1), "header is not JSON"),
     ],
+    ids=["truncated-data", "truncated-length", "header-length", "gap", "dtype", "not-json"],
 )
-def test_reader_rejects_malformed(tmp_path: Path, mutate: Callable[[bytes], bytes]) -> None:
+def test_reader_rejects_malformed(
+    tmp_path: Path, mutate: Callable[[bytes], bytes], reason: str
+) -> None:
     good = tmp_path / "good"
     write_safetensors(good, {"c": ("I64", [1], b"\0" * 8), "d": ("U8", [1], b"x")})
     read_safetensors(good)
     bad = tmp_path / "bad"
     bad.write_bytes(mutate(good.read_bytes()))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"^safetensors: {re.escape(reason)}"):
         read_safetensors(bad)
 
 
@@ -213,7 +220,8 @@ def test_inserted_tensor_shifts_later_offsets(
     extra = new.tensors[INSERTED_TENSOR]
     size = extra.end - extra.start
     assert size == 1 << 20
-    assert extra.dtype == "F32" and extra.shape == INSERTED_SHAPE
+    assert extra.dtype == "F32"
+    assert extra.shape == INSERTED_SHAPE
     assert extra.start < 64 * 1024  # near the start of the data section
     assert new.data_start > old.data_start
     assert set(new.tensors) == set(old.tensors) | {INSERTED_TENSOR}
@@ -266,7 +274,10 @@ def test_concurrent_first_use_builds_once(minilm: dict[str, Path], tmp_path: Pat
     (cache / "minilm" / ".tmp-base-dead" / "junk").write_bytes(b"x")
     cmd = [sys.executable, "-m", "wreg.testing.realdata", "finetune", "--cache-dir", str(cache)]
     procs = [
-        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)
+        subprocess.Popen(  # noqa: S603 - this interpreter running wreg.testing.realdata
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(3)
     ]
     results = [p.communicate(timeout=240) for p in procs]
     for proc, (out, err) in zip(procs, results, strict=True):

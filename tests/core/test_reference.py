@@ -44,4 +44,4 @@ def test_parse_valid(text: str, name: str, tag: str | None, digest: str | None) 
 def test_parse_rejects(text: str, code: str) -> None:
     with pytest.raises(InvalidInput) as info:
         Reference.parse(text)
-    assert info.value.code == code
+    assert info.value.code.name == code

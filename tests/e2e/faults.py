@@ -31,6 +31,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from wreg.testing.webapps import start_app
+
 
 class _Thread:
     """An asyncio loop in a daemon thread that runs ``_serve`` until ``close``."""
@@ -169,11 +171,7 @@ class FaultProxy(_Thread):
             return web.Response(status=status, body=payload, headers=keep)
 
         app.router.add_route("*", "/{tail:.*}", handle)
-        runner = web.AppRunner(app, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await start_app(app, handle_signals=False)
         self.url = f"http://127.0.0.1:{port}"
         self._started.set()
         await stop.wait()
@@ -289,8 +287,10 @@ class SmallDisk:
     def grow(self, size: int) -> None:
         """Make room (tmpfs: remount bigger; loop: not supported; rlimit: raise it)."""
         if self.how == "tmpfs":
-            subprocess.run(
-                ["mount", "-o", f"remount,size={size}", str(self.path)], check=True, timeout=30
+            subprocess.run(  # noqa: S603 - remount of the test's own tmpfs
+                ["mount", "-o", f"remount,size={size}", str(self.path)],  # noqa: S607 - util-linux
+                check=True,
+                timeout=30,
             )
         elif self.how == "loop":
             raise NotImplementedError("cannot grow a loop-mounted file system here")
@@ -312,7 +312,7 @@ class SmallDisk:
 
 
 def _mount(args: list[str]) -> str:
-    done = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)  # noqa: S603 - mount with the arguments small_disk builds
     return "" if done.returncode == 0 else (done.stderr.strip() or f"exit {done.returncode}")
 
 
@@ -338,8 +338,10 @@ def small_disk(size: int) -> Iterator[SmallDisk]:
             with open(image, "wb") as f:
                 f.truncate(size)
             if shutil.which("mkfs.ext4"):
-                mkfs = subprocess.run(
-                    ["mkfs.ext4", "-q", "-F", str(image)], capture_output=True, timeout=60
+                mkfs = subprocess.run(  # noqa: S603 - mkfs on the test's own image file
+                    ["mkfs.ext4", "-q", "-F", str(image)],  # noqa: S607 - from PATH (e2fsprogs)
+                    capture_output=True,
+                    timeout=60,
                 )
                 error = mkfs.stderr.decode(errors="replace") if mkfs.returncode else ""
                 error = error or _mount(["mount", "-o", "loop", str(image), str(mnt)])
@@ -355,5 +357,5 @@ def small_disk(size: int) -> Iterator[SmallDisk]:
         yield SmallDisk(mnt, how, size)
     finally:
         if how in ("tmpfs", "loop"):
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)  # noqa: S603,S607 - umount from PATH, of the test's own mount
         shutil.rmtree(root, ignore_errors=True)

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 import aiohttp
 from aiohttp import web
 
+from wreg.testing.webapps import start_app
+
 
 class Proxy:
     def __init__(self, upstream: str) -> None:
@@ -71,11 +73,7 @@ class Proxy:
                 return web.Response(status=r.status, body=payload, headers=keep)
 
         app.router.add_route("*", "/{tail:.*}", handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await start_app(app)
         self.url = f"http://127.0.0.1:{port}"
         self._started.set()
         await self._stop.wait()

@@ -6,30 +6,13 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import RunningServer, start_server, stop_server
-
-BIN = Path(sys.executable).parent
-
-
-def run(
-    exe: str, *args: str, env: dict[str, str], stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / exe), *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.e2e.commands import run
+from wreg.testing.servers import RunningServer, start_server
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +20,7 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSer
     root = tmp_path_factory.mktemp("auth-server")
     server = start_server(root / "data", {"WREG_AUTH": "on", "WREG_AUTH_CACHE_SECONDS": "0"})
     yield server
-    stop_server(server)
+    server.stop()
 
 
 def create_token(server: RunningServer, name: str, *scopes: str) -> str:
@@ -46,7 +29,8 @@ def create_token(server: RunningServer, name: str, *scopes: str) -> str:
     out = run("wreg-server", "token", "create", name, *args, "--json", env=env)
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
-    assert doc["name"] == name and doc["scopes"] == list(scopes)
+    assert doc["name"] == name
+    assert doc["scopes"] == list(scopes)
     token: str = doc["token"]
     assert token.startswith("wreg_")
     return token
@@ -77,7 +61,9 @@ def test_token_login_push_pull(
     src = model(tmp_path, "m")
     # No token yet: a clear one-line 401.
     out = run("wreg", "push", str(src), "team-a/m@v1", env=env)
-    assert out.returncode == 1 and "wreg login" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 1
+    assert "wreg login" in out.stderr
+    assert "Traceback" not in out.stderr
 
     token = create_token(auth_server, "e2e-pusher", "push:team-a/*")
     # A wrong token is refused and not saved.
@@ -101,12 +87,14 @@ def test_token_login_push_pull(
 
     # Outside the token's glob: 403, one line.
     out = run("wreg", "push", str(src), "team-b/m@v1", env=env)
-    assert out.returncode == 1 and "may not push" in out.stderr, out.stderr
+    assert out.returncode == 1, out.stderr
+    assert "may not push" in out.stderr, out.stderr
 
     # WREG_TOKEN overrides the stored token (here: a pull-only token cannot push).
     reader = create_token(auth_server, "e2e-reader", "pull:*")
     out = run("wreg", "push", str(src), "team-a/m@v2", env=env | {"WREG_TOKEN": reader})
-    assert out.returncode == 1 and "e2e-reader" in out.stderr, out.stderr
+    assert out.returncode == 1, out.stderr
+    assert "e2e-reader" in out.stderr, out.stderr
     out = run("wreg", "ls", "--json", env=env | {"WREG_TOKEN": reader})
     assert out.returncode == 0, out.stderr
     # --token overrides both.
@@ -125,10 +113,12 @@ def test_token_login_push_pull(
     )
     assert out.returncode == 0, out.stderr
     out = run("wreg", "pull", "team-a/m@v1", env=env)
-    assert out.returncode == 1 and "revoked" in out.stderr, out.stderr
+    assert out.returncode == 1, out.stderr
+    assert "revoked" in out.stderr, out.stderr
 
     out = run("wreg", "logout", env=env)
-    assert out.returncode == 0 and "logged out" in out.stdout
+    assert out.returncode == 0
+    assert "logged out" in out.stdout
     assert auth_server.url not in json.loads(credentials.read_text())["registries"]
 
 
@@ -141,8 +131,11 @@ def test_token_list_and_errors(auth_server: RunningServer) -> None:
     assert listed["listed"]["scopes"] == ["pull:team-a/*", "push:team-b/*"]
     assert "token" not in listed["listed"]
     out = run("wreg-server", "token", "create", "listed", "--scope", "pull:*", env=env)
-    assert out.returncode == 1 and "exists" in out.stderr
+    assert out.returncode == 1
+    assert "exists" in out.stderr
     out = run("wreg-server", "token", "create", "bad", "--scope", "write:*", env=env)
-    assert out.returncode == 1 and "invalid scope" in out.stderr
+    assert out.returncode == 1
+    assert "invalid scope" in out.stderr
     out = run("wreg-server", "token", "revoke", "nobody", env=env)
-    assert out.returncode == 1 and "nobody" in out.stderr
+    assert out.returncode == 1
+    assert "nobody" in out.stderr

@@ -4,30 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import RunningServer, free_port
+from tests.e2e.commands import one_line_error, wreg
+from wreg.testing.procs import free_port
 from wreg.testing.realdata import base_model
-
-WREG = Path(sys.executable).parent / "wreg"
-
-
-def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(WREG), *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-def assert_clean_error(out: subprocess.CompletedProcess[str], needle: str) -> None:
-    assert out.returncode != 0
-    assert "Traceback" not in out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
-    assert needle in lines[0], out.stderr
+from wreg.testing.servers import RunningServer
 
 
 def test_push_and_pull_json(client_env: dict[str, str], tmp_path: Path) -> None:
@@ -38,12 +22,14 @@ def test_push_and_pull_json(client_env: dict[str, str], tmp_path: Path) -> None:
     (model / "run.sh").write_text("#!/bin/sh\n")
     (model / "run.sh").chmod(0o755)
 
-    out = run("push", str(model), "--json", env=client_env)
+    out = wreg("push", str(model), "--json", env=client_env)
     assert out.returncode == 0, out.stderr
     pushed = json.loads(out.stdout)
     assert pushed["reference"] == "tiny-model@latest"  # default: the directory's name
-    assert pushed["files"] == 3 and pushed["bytes_total"] == 300_000 + 13 + 10
-    assert pushed["bytes_new"] == pushed["bytes_total"] and pushed["bytes_sent"] > 300_000
+    assert pushed["files"] == 3
+    assert pushed["bytes_total"] == 300_000 + 13 + 10
+    assert pushed["bytes_new"] == pushed["bytes_total"]
+    assert pushed["bytes_sent"] > 300_000
     assert set(pushed) >= {
         "reference",
         "manifest",
@@ -54,7 +40,7 @@ def test_push_and_pull_json(client_env: dict[str, str], tmp_path: Path) -> None:
     }
 
     dest = tmp_path / "out"
-    out = run("pull", "tiny-model", "-o", str(dest), "--json", env=client_env)
+    out = wreg("pull", "tiny-model", "-o", str(dest), "--json", env=client_env)
     assert out.returncode == 0, out.stderr
     pulled = json.loads(out.stdout)
     assert set(pulled) >= {
@@ -65,17 +51,19 @@ def test_push_and_pull_json(client_env: dict[str, str], tmp_path: Path) -> None:
         "bytes_downloaded",
         "bytes_from_cache",
     }
-    assert pulled["manifest"] == pushed["manifest"] and pulled["path"] == str(dest)
+    assert pulled["manifest"] == pushed["manifest"]
+    assert pulled["path"] == str(dest)
     assert (dest / "sub" / "weights.bin").read_bytes() == (
         model / "sub" / "weights.bin"
     ).read_bytes()
-    assert os.access(dest / "run.sh", os.X_OK)
-    assert not os.access(dest / "config.json", os.X_OK)
+    # Mode bits, not os.access: as root (CI) X_OK holds once any execute bit is set.
+    assert (dest / "run.sh").stat().st_mode & 0o111 == 0o111
+    assert (dest / "config.json").stat().st_mode & 0o111 == 0
 
-    out = run("ls", "--json", env=client_env)
+    out = wreg("ls", "--json", env=client_env)
     names = [r["name"] for r in json.loads(out.stdout)["repositories"]]
     assert "tiny-model" in names
-    out = run("ls", "tiny-model", "--json", env=client_env)
+    out = wreg("ls", "tiny-model", "--json", env=client_env)
     tags = json.loads(out.stdout)["tags"]
     assert [(t["tag"], t["digest"]) for t in tags] == [("latest", pushed["manifest"])]
 
@@ -84,8 +72,9 @@ def test_human_output_is_not_json(client_env: dict[str, str], tmp_path: Path) ->
     model = tmp_path / "m"
     model.mkdir()
     (model / "a.txt").write_text("hello")
-    out = run("push", str(model), "plain/model@v1", env=client_env)
-    assert out.returncode == 0 and out.stdout.startswith("pushed plain/model@v1 blake3:")
+    out = wreg("push", str(model), "plain/model@v1", env=client_env)
+    assert out.returncode == 0
+    assert out.stdout.startswith("pushed plain/model@v1 blake3:")
 
 
 @pytest.mark.parametrize(
@@ -113,15 +102,15 @@ def test_bad_input_gets_one_line(
     (tmp_path / "Upper").mkdir()
     (tmp_path / "Upper" / "f").write_text("x")
     fmt = {k: str(tmp_path / k) for k in ("empty", "file", "model", "Upper")}
-    assert_clean_error(run(*[a.format(**fmt) for a in args], env=client_env), needle)
+    one_line_error(wreg(*[a.format(**fmt) for a in args], env=client_env), needle)
 
 
 def test_server_unreachable(tmp_path: Path) -> None:
     env = os.environ | {"WREG_URL": f"http://127.0.0.1:{free_port()}", "WREG_CACHE": str(tmp_path)}
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "f").write_text("x")
-    assert_clean_error(run("push", str(tmp_path / "m"), env=env), "cannot reach the registry")
-    assert_clean_error(run("pull", "m", env=env), "cannot reach the registry")
+    one_line_error(wreg("push", str(tmp_path / "m"), env=env), "cannot reach the registry")
+    one_line_error(wreg("pull", "m", env=env), "cannot reach the registry")
 
 
 def test_corrupt_chunk_on_server_is_refused_and_nothing_is_written(
@@ -130,7 +119,7 @@ def test_corrupt_chunk_on_server_is_refused_and_nothing_is_written(
     model = tmp_path / "victim"
     model.mkdir()
     (model / "weights.bin").write_bytes(os.urandom(100_000))
-    assert run("push", str(model), "--json", env=client_env).returncode == 0
+    assert wreg("push", str(model), "--json", env=client_env).returncode == 0
     stored = [p for p in (server.data / "objects").rglob("*") if p.is_file()]
     from wreg.core.digest import digest_bytes
 
@@ -140,8 +129,8 @@ def test_corrupt_chunk_on_server_is_refused_and_nothing_is_written(
     blob[-1] ^= 0xFF
     target.write_bytes(bytes(blob))
     dest = tmp_path / "out"
-    out = run("pull", "victim", "-o", str(dest), env=client_env)
-    assert_clean_error(out, "does not match its digest")
+    out = wreg("pull", "victim", "-o", str(dest), env=client_env)
+    one_line_error(out, "does not match its digest")
     assert not (dest / "weights.bin").exists()
     cache = Path(client_env["WREG_CACHE"])
     assert list((cache / "blobs").iterdir()) == []
@@ -152,6 +141,6 @@ def test_corrupt_chunk_on_server_is_refused_and_nothing_is_written(
 
 def test_real_model_via_cli(client_env: dict[str, str], tmp_path: Path) -> None:
     model = base_model()
-    out = run("push", str(model), "cli/minilm@v1", "--json", env=client_env)
+    out = wreg("push", str(model), "cli/minilm@v1", "--json", env=client_env)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["files"] >= 10

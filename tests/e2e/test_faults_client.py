@@ -20,48 +20,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import RunningServer
+from tests.e2e.commands import one_line_error, spawn_wreg, wreg
 from tests.e2e.faults import fault_proxy, small_disk
 from tests.e2e.proxy import proxy
 from wreg import Client
 from wreg._http import ATTEMPTS
 from wreg.core.digest import Hasher
 from wreg.core.manifest import Manifest
+from wreg.testing.servers import RunningServer
 
-WREG = Path(sys.executable).parent / "wreg"
 MiB = 1 << 20
-
-
-def wreg(
-    *args: str, env: dict[str, str], preexec: Callable[[], None] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(WREG), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        preexec_fn=preexec,
-    )
-
-
-def one_line_error(out: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert out.returncode == 1, (out.returncode, out.stdout, out.stderr)
-    assert "Traceback" not in out.stderr, out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +87,8 @@ def assert_cache_consistent(cache: Path, manifest: Manifest) -> None:
     known = {f.digest[7:] for f in manifest.files}
     for p in (cache / "tmp").iterdir():
         stem, _, suffix = p.name.partition(".")
-        assert stem in known and suffix in ("part", "progress"), p.name
+        assert stem in known, p.name
+        assert suffix in ("part", "progress"), p.name
         if suffix == "part":
             assert p.with_suffix(".progress").exists(), f"{p.name} without a progress record"
 
@@ -138,11 +112,8 @@ def test_kill9_mid_pull_into_dir_then_rerun_fetches_only_the_rest(
     with proxy(server.url) as p:
         p.serve_limit = 9  # all of a.bin (6 chunks) and half of b.bin, then the server stalls
         env = os.environ | {"WREG_URL": p.url, "WREG_CACHE": str(cache), "WREG_CONCURRENCY": "2"}
-        victim = subprocess.Popen(
-            [str(WREG), "pull", "faults/model@v1", "-o", str(out), "--json"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        victim = spawn_wreg(
+            "pull", "faults/model@v1", "-o", str(out), "--json", env=env, capture=False
         )
         deadline = time.monotonic() + 60
         while p.served < 9 and time.monotonic() < deadline:

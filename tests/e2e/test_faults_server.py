@@ -19,8 +19,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,34 +26,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import BIN, RunningServer, start_server, stop_server
+from tests.e2e.commands import one_line_error, wreg
 from tests.e2e.faults import FaultProxy, fault_proxy, tcp_switch
 from tests.services.moto import MotoS3
 from tests.services.postgres import PostgresServer
 from wreg import Client
 from wreg.core.digest import digest_bytes
 from wreg.core.manifest import Manifest
-from wreg_server.objectstore import chunk_key
-from wreg_server.objectstore.s3 import S3Store
+from wreg.testing.servers import RunningServer, start_server, upgrade_database
+from wreg_server.domain.layout import chunk_key
 
-WREG = Path(sys.executable).parent / "wreg"
 MiB = 1 << 20
-
-
-def wreg(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(WREG), *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-def one_line_error(out: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert out.returncode == 1, (out.returncode, out.stdout, out.stderr)
-    assert "Traceback" not in out.stderr, out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def make_model(root: Path, files: int, size: int) -> Path:
@@ -84,16 +65,6 @@ class Backend:
         return start_server(self.root / "data", self.env)
 
 
-def migrate(root: Path, env: dict[str, str]) -> None:
-    subprocess.run(
-        [BIN / "wreg-server", "db", "upgrade", "--data", str(root / "migrate")],
-        env=os.environ | env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-
 @pytest.fixture(params=["sqlite-file", "postgres-s3"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     if request.param == "sqlite-file":
@@ -103,7 +74,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     moto: MotoS3 = request.getfixturevalue("moto_s3")
     database = postgres.create_database()
     env = moto.env(moto.create_bucket()) | {"WREG_DATABASE_URL": postgres.url(database)}
-    migrate(tmp_path, env)
+    upgrade_database(tmp_path / "migrate", env)
     try:
         yield Backend(request.param, tmp_path, env)
     finally:
@@ -160,8 +131,7 @@ def test_server_kill9_mid_push_commits_nothing_and_repush_sends_only_the_rest(
         assert pulled.manifest == pushed["manifest"]
         assert_same(model, tmp_path / "out")
     finally:
-        if server.process.poll() is None:
-            stop_server(server)
+        server.stop()
 
 
 @pytest.mark.parametrize("redirect", [False, True], ids=["streamed", "redirect"])
@@ -171,7 +141,7 @@ def test_chunk_corrupted_in_s3_is_refused_and_never_written(
     database = postgres.create_database()
     bucket = moto_s3.create_bucket()
     env = moto_s3.env(bucket, redirect=redirect) | {"WREG_DATABASE_URL": postgres.url(database)}
-    migrate(tmp_path, env)
+    upgrade_database(tmp_path / "migrate", env)
     server = start_server(tmp_path / "data", env)
     try:
         model = make_model(tmp_path / "model", files=1, size=2 * MiB)
@@ -183,13 +153,7 @@ def test_chunk_corrupted_in_s3_is_refused_and_never_written(
         victim = next(f for f in manifest.files if f.path == "w0.bin").chunks[-1].digest
 
         async def tamper() -> bytes:
-            store = S3Store(
-                bucket,
-                endpoint=moto_s3.endpoint,
-                region=moto_s3.region,
-                access_key_id=moto_s3.access_key,
-                secret_access_key=moto_s3.secret_key,
-            )
+            store = moto_s3.store(bucket)
             try:
                 blob = bytearray(await store.get(chunk_key(victim)))
                 blob[-1] ^= 0xFF
@@ -214,7 +178,7 @@ def test_chunk_corrupted_in_s3_is_refused_and_never_written(
             assert digest_bytes(blob.read_bytes()) == f"blake3:{blob.name}"
         assert pushed.manifest == manifest.digest
     finally:
-        stop_server(server)
+        server.stop()
         postgres.drop_database(database)
 
 
@@ -263,7 +227,7 @@ def test_backend_down_answers_503_unavailable_and_recovers(
         else:
             s3_env["WREG_S3_ENDPOINT"] = f"http://127.0.0.1:{switch.port}"
         env = s3_env | {"WREG_DATABASE_URL": pg_url}
-        migrate(tmp_path, env)
+        upgrade_database(tmp_path / "migrate", env)
         server = start_server(tmp_path / "data", env)
         try:
             model = make_model(tmp_path / "model", files=1, size=MiB)
@@ -294,5 +258,5 @@ def test_backend_down_answers_503_unavailable_and_recovers(
             assert out.returncode == 0, out.stderr
             assert_same(model, tmp_path / "out")
         finally:
-            stop_server(server)
+            server.stop()
             postgres.drop_database(database)

@@ -9,32 +9,24 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import RunningServer
+from tests.e2e import commands
+from tests.e2e.commands import spawn_wreg
 from tests.e2e.proxy import proxy
 from tests.e2e.test_roundtrip import assert_same_tree
 from wreg import Client
+from wreg.core.errors import ErrorCode, InvalidInput, NotFound
 from wreg.core.manifest import Manifest
 from wreg.testing.realdata import base_model, variant
-
-WREG = Path(sys.executable).parent / "wreg"
+from wreg.testing.servers import RunningServer
 
 
 def wreg(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(WREG), *args], env=env, capture_output=True, text=True, timeout=180, check=False
-    )
-
-
-def spawn(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(WREG), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return commands.wreg(*args, env=env, timeout=180)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +54,7 @@ def test_resume_after_kill_downloads_only_the_rest(
     with proxy(server.url) as p:
         p.serve_limit = 10
         env = os.environ | {"WREG_URL": p.url, "WREG_CACHE": str(cache), "WREG_CONCURRENCY": "2"}
-        victim = spawn("pull", "nc/minilm@v1", env=env)
+        victim = spawn_wreg("pull", "nc/minilm@v1", env=env)
         deadline = time.monotonic() + 60
         while p.served < 10 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -92,7 +84,7 @@ def test_two_concurrent_pulls_download_once(
         p.delay = 0.02
         env = os.environ | {"WREG_URL": p.url, "WREG_CACHE": str(cache)}
         procs = [
-            spawn("pull", "nc/minilm@v1", "-o", str(tmp_path / f"out{i}"), "--json", env=env)
+            spawn_wreg("pull", "nc/minilm@v1", "-o", str(tmp_path / f"out{i}"), "--json", env=env)
             for i in range(2)
         ]
         outs = [proc.communicate(timeout=180) for proc in procs]
@@ -142,8 +134,9 @@ def test_prune_respects_pins_and_snapshots_in_use(
     # Offline, the pruned snapshot is gone and the pinned one still works.
     offline = Client("http://127.0.0.1:9", cache_dir=tmp_path / "cache", offline=True)
     assert offline.pull("nc/minilm@v1", tmp_path / "o").manifest == v1.manifest
-    with pytest.raises(Exception, match="not in the node cache"):
+    with pytest.raises(NotFound, match="not in the node cache") as pruned:
         offline.pull("nc/minilm@bf16")
+    assert pruned.value.code is ErrorCode.NOT_CACHED
 
     client.cache_unpin("nc/minilm@v1")
     result = client.cache_prune(0)
@@ -168,11 +161,14 @@ def test_offline_mode(server: RunningServer, pushed: Manifest, tmp_path: Path) -
     assert json.loads(out.stdout)["bytes_downloaded"] == 0
     # The whole model is not there: refused, with a clear one-line error.
     out = wreg("pull", "nc/minilm@v1", "-o", str(tmp_path / "o"), env=dead | {"WREG_OFFLINE": "1"})
-    assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert "incomplete in the node cache" in out.stderr and "files missing" in out.stderr
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert "incomplete in the node cache" in out.stderr
+    assert "files missing" in out.stderr
     assert not (tmp_path / "o" / "model.safetensors").exists()
     out = wreg("pull", "nc/minilm@nope", "--offline", env=dead)
-    assert out.returncode == 1 and "not in the node cache" in out.stderr
+    assert out.returncode == 1
+    assert "not in the node cache" in out.stderr
 
 
 def test_cache_warm_exit_codes_and_idempotence(
@@ -184,14 +180,16 @@ def test_cache_warm_exit_codes_and_idempotence(
     out = wreg("cache", "warm", "--from", str(refs), env=env)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert len(lines) == 2 and all(line.startswith("ok ") for line in lines)
+    assert len(lines) == 2
+    assert all(line.startswith("ok ") for line in lines)
     out = wreg("cache", "warm", "--from", str(refs), "--json", env=env)
     assert out.returncode == 0
     assert [r["bytes_downloaded"] for r in json.loads(out.stdout)["results"]] == [0, 0]
     out = wreg("cache", "warm", "nc/minilm@v1", "nc/missing@v1", env=env)
     assert out.returncode == 1
     lines = out.stdout.strip().splitlines()
-    assert lines[0].startswith("ok ") and lines[1].startswith("FAIL  nc/missing@v1")
+    assert lines[0].startswith("ok ")
+    assert lines[1].startswith("FAIL  nc/missing@v1")
     out = wreg("cache", "ls", "--json", env=env)
     listing = json.loads(out.stdout)
     assert {tuple(s["tags"]) for s in listing["snapshots"]} == {("v1",), ("ft",)}
@@ -213,7 +211,8 @@ def test_verify_finds_corruption_and_repair_fixes_it(
     out = wreg("cache", "verify", "--json", env=env)
     assert out.returncode == 1
     report = json.loads(out.stdout)
-    assert report["corrupt"] == [weights.digest] and report["ok"] is False
+    assert report["corrupt"] == [weights.digest]
+    assert report["ok"] is False
     out = wreg("cache", "verify", "--repair", env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "repaired nc/minilm@" in out.stdout
@@ -240,7 +239,8 @@ def test_stat_cache_avoids_rereading_unchanged_files(server: RunningServer, tmp_
     os.utime(config, (old + 1, old + 1))
     changed = client.push(model, "nc/stat@v2")
     assert changed.bytes_hashed == config.stat().st_size
-    assert changed.manifest != first.manifest and changed.chunks_new == 1
+    assert changed.manifest != first.manifest
+    assert changed.chunks_new == 1
 
 
 def test_include_and_exclude(server: RunningServer, pushed: Manifest, tmp_path: Path) -> None:
@@ -250,10 +250,13 @@ def test_include_and_exclude(server: RunningServer, pushed: Manifest, tmp_path: 
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["model.safetensors"]
     rest = client.pull("nc/minilm@v1", tmp_path / "b", exclude=["*.safetensors", "*.txt"])
     names = {p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file()}
-    assert Path("model.safetensors") not in names and not any(n.suffix == ".txt" for n in names)
-    assert rest.files == len(names) and rest.bytes_downloaded > 0
-    with pytest.raises(Exception, match="no file of the model matches"):
+    assert Path("model.safetensors") not in names
+    assert not any(n.suffix == ".txt" for n in names)
+    assert rest.files == len(names)
+    assert rest.bytes_downloaded > 0
+    with pytest.raises(InvalidInput, match="no file of the model matches") as unmatched:
         client.pull("nc/minilm@v1", include=["*.gguf"])
+    assert unmatched.value.code is ErrorCode.FILTER_INVALID
     # The whole model now needs only what both partial pulls left out (vocab.txt).
     whole = client.pull("nc/minilm@v1", tmp_path / "c")
     assert whole.bytes_from_cache == only.bytes_total + rest.bytes_total

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import RunningServer
 from wreg import Client
 from wreg.testing.realdata import base_model, changed_tensor_bytes, read_header, variant
+from wreg.testing.servers import RunningServer
 
 
 def _files(root: Path) -> list[str]:

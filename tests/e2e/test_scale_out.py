@@ -16,7 +16,6 @@ import asyncio
 import filecmp
 import os
 import random
-import subprocess
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -29,14 +28,14 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from tests.e2e.conftest import BIN, RunningServer, start_server, stop_server
 from tests.services.moto import MotoS3
 from tests.services.postgres import PostgresServer
 from wreg import Client, PullResult, PushResult
 from wreg.core.encoding import decode_chunk
 from wreg.core.manifest import Manifest
 from wreg.testing.realdata import base_model, variant
-from wreg_server.objectstore import S3Store, chunk_key
+from wreg.testing.servers import RunningServer, start_server, upgrade_database
+from wreg_server.domain.layout import chunk_key
 
 T = TypeVar("T")
 _S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
@@ -69,7 +68,7 @@ class Deployment:
         while True:
             r = httpx.get(f"{self.moto.endpoint}/{self.bucket}", params=params, timeout=30)
             r.raise_for_status()
-            page = ET.fromstring(r.content)
+            page = ET.fromstring(r.content)  # noqa: S314 - moto's answer from 127.0.0.1, a server the tests started
             keys += [e.text or "" for e in page.iter(f"{_S3_NS}Key")]
             token = page.findtext(f"{_S3_NS}NextContinuationToken")
             if not token:
@@ -80,13 +79,7 @@ class Deployment:
         """The objects under ``keys``, read with a signed client (moto refuses unsigned GETs)."""
 
         async def main() -> list[bytes]:
-            store = S3Store(
-                self.bucket,
-                endpoint=self.moto.endpoint,
-                region=self.moto.region,
-                access_key_id=self.moto.access_key,
-                secret_access_key=self.moto.secret_key,
-            )
+            store = self.moto.store(self.bucket)
             try:
                 return [await store.get(key) for key in keys]
             finally:
@@ -104,26 +97,20 @@ def deployment(
     env = moto_s3.env(bucket) | {"WREG_DATABASE_URL": postgres.url(database)}
     root = tmp_path_factory.mktemp("replicas")
     # Migrated once, as an operator would before starting replicas (never on start).
-    subprocess.run(
-        [BIN / "wreg-server", "db", "upgrade", "--data", str(root / "migrate")],
-        env=os.environ | env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    upgrade_database(root / "migrate", env)
     for name in ("data-a", "data-b"):  # empty, so anything found there later was written
         (root / name).mkdir()
     a = start_server(root / "data-a", env)
     try:
         b = start_server(root / "data-b", env)
     except BaseException:
-        stop_server(a)
+        a.stop()
         raise
     try:
         yield Deployment(a, b, postgres, database, moto_s3, bucket)
     finally:
-        stop_server(a)
-        stop_server(b)
+        a.stop()
+        b.stop()
         postgres.drop_database(database)
 
 
@@ -158,7 +145,8 @@ def _files(root: Path) -> list[str]:
 
 def assert_same_tree(a: Path, b: Path) -> None:
     names = _files(a)
-    assert names and names == _files(b)
+    assert names
+    assert names == _files(b)
     _match, mismatch, errors = filecmp.cmpfiles(a, b, names, shallow=False)
     assert (mismatch, errors) == ([], [])
 
@@ -203,11 +191,11 @@ def assert_consistent(deployment: Deployment) -> None:
     assert bad_tags == []
     for (manifest_id,) in deployment.sql("SELECT id FROM manifests"):
         body = deployment.postgres.sql(
-            f"SELECT convert_from(body, 'UTF8') FROM manifests WHERE id = {int(manifest_id)}",
+            f"SELECT convert_from(body, 'UTF8') FROM manifests WHERE id = {int(manifest_id)}",  # noqa: S608 - an int id; psql takes no bound parameters
             deployment.database,
         )
         edges = deployment.sql(
-            f"SELECT chunk_digest FROM manifest_chunks WHERE manifest_id = {int(manifest_id)}"
+            f"SELECT chunk_digest FROM manifest_chunks WHERE manifest_id = {int(manifest_id)}"  # noqa: S608 - an int id; psql takes no bound parameters
         )
         manifest = Manifest.from_json_bytes(body.encode())
         assert {row[0] for row in edges} == manifest.chunk_digests()
@@ -245,7 +233,7 @@ def assert_stateless(deployment: Deployment) -> None:
 def synthetic_model(root: Path, seed: int, shared: bytes = b"") -> Path:
     """A small model directory: two random weight files (plus ``shared`` if given)."""
     root.mkdir(parents=True)
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - a seeded model for reproducible tests
     (root / "config.json").write_text(f'{{"seed": {seed}}}')
     (root / "model.bin").write_bytes(rng.randbytes(300_000))
     (root / "extra.bin").write_bytes(rng.randbytes(40_000))
@@ -320,14 +308,14 @@ def test_concurrent_pushes_of_the_same_model(
     repository = ref.split("@")[0]
     assert tag_target(deployment, repository, "v1") == via_a.manifest
     rows = deployment.sql(
-        "SELECT m.digest FROM manifests m JOIN repositories r ON r.id = m.repository_id"
+        "SELECT m.digest FROM manifests m JOIN repositories r ON r.id = m.repository_id"  # noqa: S608 - the test's own repository name
         f" WHERE r.name = '{repository}'"
     )
     assert rows == [[via_a.manifest]]  # one manifest row, not one per replica
     chunks = {
         row[0]
         for row in deployment.sql(
-            "SELECT mc.chunk_digest FROM manifest_chunks mc"
+            "SELECT mc.chunk_digest FROM manifest_chunks mc"  # noqa: S608 - a digest the registry returned (blake3:<hex>)
             " JOIN manifests m ON m.id = mc.manifest_id"
             f" WHERE m.digest = '{via_a.manifest}'"
         )

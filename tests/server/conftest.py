@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server_support import Api, make_settings, running
 
+from tests.server.server_support import Api, make_settings, running
 from tests.services.moto import MotoS3
 from tests.services.postgres import PostgresServer
 from wreg_server.app import create_app
@@ -56,8 +56,5 @@ def base_url(settings: ServerSettings) -> Iterator[str]:
 
 @pytest.fixture
 def api(base_url: str) -> Iterator[Api]:
-    client = Api(base_url)
-    try:
+    with Api(base_url) as client:
         yield client
-    finally:
-        client.close()

@@ -1,13 +1,12 @@
 """Helpers for the server tests: a real uvicorn server in a thread, and request builders.
 
-Named uniquely (not ``helpers.py``) because test directories are not packages and share
-one ``sys.path``.
+Processes of their own (``wreg-server serve``, moto, PostgreSQL) start through
+``wreg.testing`` (``procs``, ``servers``), which the benchmarks share.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -19,13 +18,19 @@ from typing import Any, TypeVar
 
 import httpx
 import uvicorn
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from fastapi import FastAPI
+from sqlalchemy.engine import Connection
 
 from wreg.core.digest import digest_bytes
 from wreg.core.encoding import encode_chunk
 from wreg.core.manifest import ChunkRef, FileEntry, Manifest, canonical_json
+from wreg.testing.procs import free_port
+from wreg_server.db.models import Base
+from wreg_server.db.session import create_engine
+from wreg_server.domain.layout import CHUNKS_PREFIX
 from wreg_server.objectstore import ObjectStore, from_settings
-from wreg_server.objectstore.layout import CHUNKS_PREFIX
 from wreg_server.settings import ServerSettings
 
 KiB = 1024
@@ -73,11 +78,23 @@ def stored_chunks(settings: ServerSettings) -> list[str]:
     return with_store(settings, names)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def schema_drift(url: str) -> list[object]:
+    """How the database at ``url`` differs from what the models declare (types included);
+    empty when the migrations and the models agree."""
+
+    def diff(connection: Connection) -> list[object]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+    async def main() -> list[object]:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(diff)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
 
 
 @contextmanager
@@ -137,13 +154,22 @@ def file_doc(path: str, chunk: Chunk) -> dict[str, Any]:
 
 
 class Api:
-    """An httpx client plus shortcuts for the common multi-step setups."""
+    """An httpx client plus shortcuts for the common multi-step setups.
+
+    ``with Api(url) as api:`` closes its connections at the end of the block.
+    """
 
     def __init__(self, base_url: str) -> None:
         self.http = httpx.Client(base_url=base_url, timeout=30)
 
     def close(self) -> None:
         self.http.close()
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def upload(self, chunk: Chunk) -> httpx.Response:
         response = self.http.put(f"/v1/chunks/{chunk.digest}", content=chunk.encoded)
@@ -181,6 +207,12 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
     assert set(error) == {"code", "message", "detail"}, error
     assert response.headers.get("x-request-id")
     return error
+
+
+def allowed_methods(response: httpx.Response) -> list[str]:
+    """The methods a 405's ``Allow`` header lists, sorted, repeats kept (so an exact
+    comparison catches a method listed twice as well as one too many or too few)."""
+    return sorted(m.strip() for m in response.headers["allow"].split(","))
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:

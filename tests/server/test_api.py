@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from server_support import Api, assert_error, running
 
-from wreg.core.errors import InvalidInput
+from tests.server.server_support import Api, allowed_methods, assert_error, running
+from wreg.core.errors import ErrorCode
 from wreg_server.app import create_app
 from wreg_server.settings import ServerSettings
 
@@ -33,8 +33,9 @@ def test_unknown_endpoint(api: Api, path: str) -> None:
 
 
 def test_method_not_allowed(api: Api) -> None:
-    assert_error(api.http.post("/v1/repositories"), 405, "METHOD_NOT_ALLOWED")
-    assert_error(api.http.put("/healthz"), 405, "METHOD_NOT_ALLOWED")
+    for response in (api.http.post("/v1/repositories"), api.http.put("/healthz")):
+        assert_error(response, 405, "METHOD_NOT_ALLOWED")
+        assert allowed_methods(response) == ["GET"]
 
 
 def test_request_id_is_generated(api: Api) -> None:
@@ -57,14 +58,14 @@ def test_insane_request_id_is_replaced(api: Api) -> None:
 
 @pytest.fixture
 def broken_url(settings: ServerSettings) -> Iterator[str]:
-    """A real server with two extra routes: one crashes, one raises an unlisted code."""
+    """A real server with two extra routes: one crashes, one raises a client-only code."""
     app = create_app(settings)
 
     async def boom() -> None:
         raise RuntimeError("kaboom")
 
     async def odd() -> None:
-        raise InvalidInput("odd", code="NOT_A_REAL_CODE")
+        raise ErrorCode.LOCAL_EMPTY.error("a client-only code")
 
     app.add_api_route("/boom", boom)
     app.add_api_route("/odd", odd)

@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-from server_support import Api, Chunk, assert_error, file_of, running
 from sqlalchemy import text
 
+from tests.server.server_support import Api, Chunk, assert_error, file_of, running
 from wreg.core.manifest import Manifest
 from wreg_server.app import create_app
 from wreg_server.auth import tokens
@@ -81,13 +81,10 @@ def start(settings: ServerSettings, **overrides: Any) -> Iterator[Registry]:
     s = settings.model_copy(update={"auth": "on", **overrides})
     with running(create_app(s)) as url:
         secrets = {name: make_token(s, name, *scopes) for name, scopes in TOKENS.items()}
-        api = Api(url)
-        api.http.headers["Authorization"] = f"Bearer {secrets['admin']}"
-        try:
+        with Api(url) as api:
+            api.http.headers["Authorization"] = f"Bearer {secrets['admin']}"
             a = api.push("team-a/m", ("f", b"team a weights"))
             b = api.push("team-b/m", ("f", b"team b weights"))
-        finally:
-            api.close()
         yield Registry(url, s, secrets, a, b, Chunk.of(b"a brand new chunk"))
 
 
@@ -215,7 +212,7 @@ def test_push_cannot_create_a_repository_outside_its_glob(registry: Registry) ->
                 content=manifest.to_json_bytes(),
             )
             assert_error(r, 403, "DENIED")
-            assert r.json()["errors"][0]["detail"]["token"] == "team-a-push"
+            assert r.json()["errors"][0]["detail"]["token"] == "team-a-push"  # noqa: S105 - a token name in an error detail, not a secret
 
 
 def test_open_routes_need_no_token(registry: Registry) -> None:
@@ -280,7 +277,8 @@ def test_admin_api(registry: Registry) -> None:
         r = admin.post("/v1/tokens", json={"name": "ci", "scopes": ["push:team-b/*"]})
         assert r.status_code == 201, r.text
         created = r.json()
-        assert created["name"] == "ci" and created["scopes"] == ["push:team-b/*"]
+        assert created["name"] == "ci"
+        assert created["scopes"] == ["push:team-b/*"]
         assert created["token"].startswith("wreg_")
         with httpx.Client(
             base_url=registry.url, headers={"Authorization": f"Bearer {created['token']}"}

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
-import shutil
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from server_support import free_port
-from sqlalchemy.engine import Connection
 
+from tests.server.server_support import schema_drift
+from wreg.testing.servers import run_wreg_server, start_server
 from wreg_server.db.migrate import alembic_config, migrations_dir, upgrade
-from wreg_server.db.models import Base
-from wreg_server.db.session import create_engine
 from wreg_server.settings import ServerSettings, get_settings
 
 TABLES = {
@@ -36,14 +27,6 @@ TABLES = {
 }
 
 
-def wreg_server() -> list[str]:
-    exe = Path(sys.executable).with_name("wreg-server")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("wreg-server")
-    return [found] if found else [sys.executable, "-m", "wreg_server.cli"]
-
-
 def tables(db: Path) -> set[str]:
     with sqlite3.connect(db) as conn:
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -51,12 +34,7 @@ def tables(db: Path) -> set[str]:
 
 def test_db_upgrade_command(tmp_path: Path) -> None:
     for _ in range(2):  # idempotent
-        done = subprocess.run(
-            [*wreg_server(), "db", "upgrade", "--data", str(tmp_path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = run_wreg_server("db", "upgrade", "--data", str(tmp_path), timeout=60)
         assert done.returncode == 0, done.stderr
     assert tables(tmp_path / "index.sqlite") == TABLES
 
@@ -64,20 +42,7 @@ def test_db_upgrade_command(tmp_path: Path) -> None:
 def test_migrations_match_models(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'index.sqlite'}"
     upgrade(url)
-
-    def diff(connection: Connection) -> list[object]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
-        return list(compare_metadata(context, Base.metadata))
-
-    async def main() -> list[object]:
-        engine = create_engine(url)
-        try:
-            async with engine.connect() as connection:
-                return await connection.run_sync(diff)
-        finally:
-            await engine.dispose()
-
-    assert asyncio.run(main()) == []
+    assert schema_drift(url) == []
 
 
 def test_migration_renders_for_postgresql() -> None:
@@ -100,31 +65,12 @@ def test_migrations_dir_found() -> None:
 
 
 def test_serve_command(tmp_path: Path) -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [*wreg_server(), "serve", "--data", str(tmp_path), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    server = start_server(tmp_path / "data")  # up once /healthz answers 200
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    out = proc.stdout.read() if proc.stdout else b""
-                    pytest.fail(f"server did not start: {out.decode(errors='replace')}")
-                time.sleep(0.1)
-        assert r.status_code == 200
-        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
-        assert tables(tmp_path / "index.sqlite") == TABLES
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
+        assert tables(tmp_path / "data" / "index.sqlite") == TABLES
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        if proc.stdout:
-            proc.stdout.close()
+        server.stop()
 
 
 def test_settings_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

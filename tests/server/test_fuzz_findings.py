@@ -11,7 +11,8 @@ then raised ``ValueError``/``UnicodeEncodeError`` — a 500. Now they are
 from __future__ import annotations
 
 import pytest
-from server_support import Api, assert_error
+
+from tests.server.server_support import Api, assert_error
 
 NON_CANONICAL = [
     b'{"files":[],"metadata":{"k":NaN},"schema":1}',

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server_support import Api, Chunk, assert_error, file_of
 from sqlalchemy import select, update
 
+from tests.server.server_support import Api, Chunk, assert_error, file_of
 from wreg import Client
 from wreg._http import Registry
 from wreg.core.manifest import Manifest
@@ -19,7 +19,8 @@ from wreg_server.db.models import Chunk as ChunkRow
 from wreg_server.db.session import create_engine, create_sessionmaker
 from wreg_server.db.types import utcnow
 from wreg_server.domain.gc import DEFAULT_GRACE, GcResult, collect, parse_duration
-from wreg_server.objectstore import chunk_key, from_settings
+from wreg_server.domain.layout import chunk_key
+from wreg_server.objectstore import from_settings
 from wreg_server.settings import ServerSettings
 
 ZERO = timedelta(0)
@@ -105,7 +106,7 @@ def test_parse_duration() -> None:
     assert parse_duration("1h30m") == timedelta(minutes=90)
     assert parse_duration("2d") == timedelta(days=2)
     for bad in ("", "h", "1x", "-1h", "1 h"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="duration"):
             parse_duration(bad)
 
 
@@ -126,7 +127,8 @@ def test_gc_frees_exactly_the_unreferenced(
     assert result.chunks_deleted == 2
     assert result.raw_bytes_freed == len(a.raw) + len(d.raw)
     assert result.bytes_freed == len(a.encoded) + len(d.encoded)
-    assert result.chunks_in_grace == 0 and result.chunks_skipped == 0
+    assert result.chunks_in_grace == 0
+    assert result.chunks_skipped == 0
 
     assert stored_keys(settings) == {chunk_key(x.digest) for x in (b, c)}
     assert missing(api, a, b, c, d) == [a.digest, d.digest]
@@ -185,7 +187,8 @@ def test_missing_query_and_reupload_refresh_the_grace_clock(
     r = api.http.put(f"/v1/chunks/{b.digest}", content=b.encoded)
     assert r.status_code == 200  # already stored, but its clock restarts
     result = run_gc(settings)
-    assert result.chunks_deleted == 1 and result.chunks_in_grace == 2
+    assert result.chunks_deleted == 1
+    assert result.chunks_in_grace == 2
     assert missing(api, a, b, c) == [c.digest]
 
 
@@ -199,7 +202,8 @@ def test_delete_manifest(api: Api, chunks: dict[str, Chunk]) -> None:
         api.http.put(f"/v1/repositories/team/model/tags/{tag}", json={"digest": m1.digest})
 
     r = api.http.delete(f"/v1/repositories/team/model/manifests/{m1.digest}")
-    assert r.status_code == 204 and r.content == b""
+    assert r.status_code == 204
+    assert r.content == b""
     assert_error(
         api.http.get(f"/v1/repositories/team/model/manifests/{m1.digest}"), 404, "MANIFEST_UNKNOWN"
     )
@@ -338,5 +342,6 @@ def test_gc_during_push_with_default_grace_keeps_the_chunks(
     pushed, ran, commits = push_with_gc_before_commit(
         base_url, settings, tmp_path, monkeypatch, DEFAULT_GRACE
     )
-    assert ran[0].chunks_deleted == 0 and ran[0].chunks_in_grace == pushed.chunks_new
+    assert ran[0].chunks_deleted == 0
+    assert ran[0].chunks_in_grace == pushed.chunks_new
     assert len(commits) == 1

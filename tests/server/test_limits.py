@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-from server_support import TEST_LIMITS, Chunk, make_settings, raw_manifest, running
 from typer.testing import CliRunner
 
+from tests.server.server_support import TEST_LIMITS, Chunk, make_settings, raw_manifest, running
 from wreg.core.digest import digest_bytes
 from wreg.core.sizes import MAX_MANIFEST_FILES
 from wreg_server import cli
@@ -55,7 +55,8 @@ def test_huge_content_length_is_refused_before_any_body(address: tuple[str, int]
         )
         t0 = time.monotonic()
         status, body = status_and_body(sock)
-    assert status == 413 and b"CHUNK_TOO_LARGE" in body
+    assert status == 413
+    assert b"CHUNK_TOO_LARGE" in body
     assert time.monotonic() - t0 < 5
 
 
@@ -90,7 +91,8 @@ def test_slow_body_past_the_cap_is_cut_off_at_the_cap(address: tuple[str, int]) 
             status, body = status_and_body(sock)
         else:
             status, body = int(answered.split(b" ", 2)[1]), answered
-    assert status == 413 and b"CHUNK_TOO_LARGE" in body
+    assert status == 413
+    assert b"CHUNK_TOO_LARGE" in body
     # Answered within a little of the cap (socket buffers), not after the whole body.
     assert sent < LIMIT + 512 * 1024, sent
 
@@ -103,20 +105,22 @@ def test_stalled_body_times_out(address: tuple[str, int]) -> None:
         )
         t0 = time.monotonic()
         status, body = status_and_body(sock)
-    assert status == 408 and b"REQUEST_TIMEOUT" in body
+    assert status == 408
+    assert b"REQUEST_TIMEOUT" in body
     assert 0.4 < time.monotonic() - t0 < 5
 
 
 def test_manifest_file_count_is_capped(address: tuple[str, int]) -> None:
     """More than MAX_MANIFEST_FILES entries is refused before any entry is looked at."""
-    body = raw_manifest([0] * (MAX_MANIFEST_FILES + 1))  # type: ignore[list-item]
+    body = raw_manifest([{}] * (MAX_MANIFEST_FILES + 1))  # entries that are not even files
     host, port = address
     r = httpx.put(
         f"http://{host}:{port}/v1/repositories/m/manifests/{digest_bytes(body)}", content=body
     )
     assert r.status_code == 400, r.text
     error = r.json()["errors"][0]
-    assert error["code"] == "MANIFEST_INVALID" and str(MAX_MANIFEST_FILES) in error["message"]
+    assert error["code"] == "MANIFEST_INVALID"
+    assert str(MAX_MANIFEST_FILES) in error["message"]
 
 
 def run_serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *args: str) -> tuple[Any, str]:
@@ -141,12 +145,13 @@ def test_serve_sets_timeouts_and_connection_limit(
     assert warned == ""
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "registry.internal"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "registry.internal"])  # noqa: S104 - host names under test, nothing binds them
 def test_serve_warns_beyond_loopback_with_auth_off(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, host: str
 ) -> None:
     _, warned = run_serve(monkeypatch, tmp_path, "--host", host)
-    assert "WREG_AUTH is off" in warned and host in warned
+    assert "WREG_AUTH is off" in warned
+    assert host in warned
     monkeypatch.setenv("WREG_AUTH", "on")
     assert run_serve(monkeypatch, tmp_path, "--host", host)[1] == ""
 

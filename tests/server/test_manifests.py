@@ -5,10 +5,19 @@ from __future__ import annotations
 import json
 
 import pytest
-from server_support import TEST_LIMITS, Api, Chunk, assert_error, file_doc, file_of, raw_manifest
 
+from tests.server.server_support import (
+    TEST_LIMITS,
+    Api,
+    Chunk,
+    assert_error,
+    file_doc,
+    file_of,
+    raw_manifest,
+)
 from wreg.core.digest import digest_bytes
-from wreg.core.manifest import MEDIA_TYPE, Manifest
+from wreg.core.manifest import Manifest
+from wreg.core.mediatypes import MANIFEST_MEDIA_TYPE
 
 
 def stored_manifest(api: Api, *datas: bytes, metadata: dict[str, object] | None = None) -> Manifest:
@@ -30,7 +39,7 @@ def test_commit_and_fetch_by_tag_and_digest(api: Api) -> None:
         r = api.http.get(f"/v1/repositories/team/model/manifests/{reference}")
         assert r.status_code == 200
         assert r.content == manifest.to_json_bytes()
-        assert r.headers["content-type"] == MEDIA_TYPE
+        assert r.headers["content-type"] == MANIFEST_MEDIA_TYPE
         assert r.headers["wreg-manifest-digest"] == manifest.digest
         assert Manifest.from_json_bytes(r.content) == manifest
     by_digest = api.http.get(f"/v1/repositories/team/model/manifests/{manifest.digest}")

@@ -12,10 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from server_support import Api, Chunk, assert_error, free_port, make_settings, running
-from test_cli_and_migrations import wreg_server
 
+from tests.server.server_support import Api, Chunk, assert_error, make_settings, running
 from wreg import Client, NotFound
+from wreg.core.errors import ErrorCode
+from wreg.testing.procs import free_port
+from wreg.testing.servers import run_wreg_server, start_server
 from wreg_server.app import create_app
 from wreg_server.logs import JsonFormatter, RequestIdFilter, request_id_var
 
@@ -74,8 +76,9 @@ def test_readyz_is_503_when_the_index_is_unreachable(tmp_path: Path) -> None:
 def test_client_errors_carry_the_request_id(base_url: str) -> None:
     with pytest.raises(NotFound) as caught:
         Client(base_url).delete("nobody@v1")
-    assert caught.value.code == "NAME_UNKNOWN"
-    assert caught.value.request_id and len(caught.value.request_id) == 32
+    assert caught.value.code is ErrorCode.NAME_UNKNOWN
+    assert caught.value.request_id
+    assert len(caught.value.request_id) == 32
     assert f"(request {caught.value.request_id})" in str(caught.value)
 
 
@@ -90,79 +93,63 @@ def test_json_formatter() -> None:
     finally:
         request_id_var.reset(token)
     doc = json.loads(JsonFormatter().format(record))
-    assert doc["msg"] == "hi yo" and doc["level"] == "warning"
-    assert doc["request_id"] == "req-1" and doc["route"] == "/v1/chunks/{digest}"
+    assert doc["msg"] == "hi yo"
+    assert doc["level"] == "warning"
+    assert doc["request_id"] == "req-1"
+    assert doc["route"] == "/v1/chunks/{digest}"
     assert doc["time"].endswith("+00:00")
 
 
 def test_serve_writes_json_access_lines(tmp_path: Path) -> None:
-    port = free_port()
     log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [*wreg_server(), "serve", "--data", str(tmp_path / "data"), "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=os.environ | {"WREG_LOG_FORMAT": "json"},
-        )
+    server = start_server(tmp_path / "data", {"WREG_LOG_FORMAT": "json"}, log=log_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                r = httpx.get(
-                    f"http://127.0.0.1:{port}/v1/repositories/x/tags/y",
-                    headers={"x-request-id": "trace-42"},
-                    timeout=1,
-                )
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(log_path.read_text())
-                time.sleep(0.1)
+        r = httpx.get(
+            f"{server.url}/v1/repositories/x/tags/y",
+            headers={"x-request-id": "trace-42"},
+            timeout=10,
+        )
         assert r.headers["x-request-id"] == "trace-42"
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        server.stop()
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     access = [d for d in lines if d.get("request_id") == "trace-42"]
     assert access, lines
     line = access[-1]
-    assert line["method"] == "GET" and line["status"] == 404
+    assert line["method"] == "GET"
+    assert line["status"] == 404
     assert line["route"] == "/v1/repositories/{name:path}/tags/{tag}"
-    assert line["duration_ms"] >= 0 and {"time", "level", "msg"} <= set(line)
+    assert line["duration_ms"] >= 0
+    assert {"time", "level", "msg"} <= set(line)
 
 
 def test_gc_command(tmp_path: Path) -> None:
     data = tmp_path / "data"
     settings = make_settings(data)
     chunk = Chunk.of(os.urandom(4000))
-    with running(create_app(settings)) as url:
-        api = Api(url)
-        try:
-            api.upload(chunk)
-        finally:
-            api.close()
+    with running(create_app(settings)) as url, Api(url) as api:
+        api.upload(chunk)
 
     def gc(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*wreg_server(), "gc", "--data", str(data), *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return run_wreg_server("gc", "--data", str(data), *args, timeout=60)
 
     out = gc()
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("deleted 0 chunks") and "kept 1 unreferenced" in out.stdout
+    assert out.stdout.startswith("deleted 0 chunks")
+    assert "kept 1 unreferenced" in out.stdout
     out = gc("--grace", "0", "--dry-run")
-    assert out.returncode == 0 and out.stdout.startswith("would delete 1 chunks, ")
+    assert out.returncode == 0
+    assert out.stdout.startswith("would delete 1 chunks, ")
     prom = tmp_path / "gc.prom"
     out = gc("--grace", "0", "--json", "--metrics-file", str(prom))
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
-    assert doc["dry_run"] is False and doc["chunks_deleted"] == 1
-    assert doc["bytes_freed"] == len(chunk.encoded) and doc["raw_bytes_freed"] == len(chunk.raw)
+    assert doc["dry_run"] is False
+    assert doc["chunks_deleted"] == 1
+    assert doc["bytes_freed"] == len(chunk.encoded)
+    assert doc["raw_bytes_freed"] == len(chunk.raw)
     assert doc["grace_s"] == 0
     assert f"wreg_gc_last_run_bytes_freed {float(len(chunk.encoded))}" in prom.read_text()
     out = gc("--grace", "soon")
-    assert out.returncode == 2 and "invalid duration" in out.stderr
+    assert out.returncode == 2
+    assert "invalid duration" in out.stderr

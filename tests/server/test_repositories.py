@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server_support import Api
+from tests.server.server_support import Api
 
 
 def test_empty(api: Api) -> None:

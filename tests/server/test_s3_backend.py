@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,13 +19,14 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from server_support import Api, Chunk, free_port, running
 
 import wreg
+from tests.server.server_support import Api, Chunk, running
 from tests.services.moto import MotoS3
 from wreg._http import Registry
+from wreg.testing.servers import start_server
 from wreg_server.app import create_app
-from wreg_server.objectstore import chunk_key
+from wreg_server.domain.layout import chunk_key
 from wreg_server.settings import ServerSettings
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -50,12 +48,8 @@ def streaming(
     settings: ServerSettings, moto_s3: MotoS3, s3_bucket: str
 ) -> Iterator[tuple[Api, ServerSettings]]:
     s3 = _on_s3(settings, moto_s3, s3_bucket, s3_prefix="wreg")
-    with running(create_app(s3)) as url:
-        api = Api(url)
-        try:
-            yield api, s3
-        finally:
-            api.close()
+    with running(create_app(s3)) as url, Api(url) as api:
+        yield api, s3
 
 
 @pytest.fixture
@@ -63,12 +57,8 @@ def redirecting(
     settings: ServerSettings, moto_s3: MotoS3, s3_bucket: str
 ) -> Iterator[tuple[Api, ServerSettings]]:
     s3 = _on_s3(settings, moto_s3, s3_bucket, s3_redirect=True, s3_redirect_expires=600)
-    with running(create_app(s3)) as url:
-        api = Api(url)
-        try:
-            yield api, s3
-        finally:
-            api.close()
+    with running(create_app(s3)) as url, Api(url) as api:
+        yield api, s3
 
 
 def test_chunk_streams_through_the_server(
@@ -86,7 +76,8 @@ def test_chunk_streams_through_the_server(
     assert response.headers["cache-control"] == IMMUTABLE
     assert response.headers["etag"] == f'"{chunk.digest}"'
     missing = api.http.get(f"/v1/chunks/{Chunk.of(b'never pushed').digest}")
-    assert missing.status_code == 404 and missing.json()["errors"][0]["code"] == "CHUNK_UNKNOWN"
+    assert missing.status_code == 404
+    assert missing.json()["errors"][0]["code"] == "CHUNK_UNKNOWN"
 
 
 def test_redirect_mode_answers_307_to_a_presigned_url(
@@ -101,13 +92,15 @@ def test_redirect_mode_answers_307_to_a_presigned_url(
     location = response.headers["location"]
     assert location.startswith(moto_s3.endpoint + "/")
     assert chunk_key(chunk.digest) in location
-    assert "X-Amz-Signature=" in location and "X-Amz-Expires=600" in location
+    assert "X-Amz-Signature=" in location
+    assert "X-Amz-Expires=600" in location
     assert response.headers["cache-control"] == "no-store"  # never cache a link that expires
     assert response.headers.get("x-request-id")
 
     assert httpx.get(location, timeout=30).content == chunk.encoded  # plain GET, no auth
     followed = api.http.get(f"/v1/chunks/{chunk.digest}", follow_redirects=True)
-    assert followed.status_code == 200 and followed.content == chunk.encoded
+    assert followed.status_code == 200
+    assert followed.content == chunk.encoded
 
     # Unknown chunks are still refused by the registry itself, not redirected.
     unknown = api.http.get(f"/v1/chunks/{Chunk.of(b'nope').digest}")
@@ -126,30 +119,6 @@ def test_redirect_mode_answers_307_to_a_presigned_url(
     assert asyncio.run(through_client()) == chunk.encoded
 
 
-def _serve(data: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    log = open(data.parent / "server.log", "wb")  # noqa: SIM115 - lives with the process
-    command = [Path(sys.executable).parent / "wreg-server", "serve", "--data", str(data)]
-    process = subprocess.Popen(
-        [*command, "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=os.environ | env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError((data.parent / "server.log").read_text())
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("wreg-server did not start")
-
-
 def test_push_and_pull_through_a_server_process_on_s3_with_redirects(
     settings: ServerSettings, moto_s3: MotoS3, s3_bucket: str, tmp_path: Path
 ) -> None:
@@ -160,9 +129,10 @@ def test_push_and_pull_through_a_server_process_on_s3_with_redirects(
     (model / "config.json").write_text('{"layers": 2}')
 
     env = moto_s3.env(s3_bucket, redirect=True) | {"WREG_DATABASE_URL": settings.database_url}
-    process, url = _serve(tmp_path / "data", env)
+    server = start_server(tmp_path / "data", env, log=tmp_path / "server.log")
+    url = server.url
     try:
-        client = wreg.Client(url, token="t0ken", cache_dir=tmp_path / "cache")
+        client = wreg.Client(url, token="t0ken", cache_dir=tmp_path / "cache")  # noqa: S106 - a made-up token; auth is off
         pushed = client.push(model, "team/model@v1")
         assert pushed.chunks_new >= 2
         assert "<Key>chunks/" in _bucket_keys(moto_s3, s3_bucket)
@@ -172,16 +142,11 @@ def test_push_and_pull_through_a_server_process_on_s3_with_redirects(
         first_chunk = manifest["files"][0]["chunks"][0]["digest"]
         assert httpx.get(f"{url}/v1/chunks/{first_chunk}").status_code == 307
 
-        fresh = wreg.Client(url, token="t0ken", cache_dir=tmp_path / "cache2")
+        fresh = wreg.Client(url, token="t0ken", cache_dir=tmp_path / "cache2")  # noqa: S106 - a made-up token; auth is off
         pulled = fresh.pull("team/model@v1", dest=tmp_path / "out")
         assert pulled.bytes_downloaded > 0
         assert (tmp_path / "out" / "weights.bin").read_bytes() == weights
         assert (tmp_path / "out" / "config.json").read_text() == '{"layers": 2}'
         assert fresh.push(model, "team/model@v2").chunks_new == 0
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()

@@ -7,21 +7,15 @@ import os
 import subprocess
 from pathlib import Path
 
-from server_support import make_settings, running
-from test_cli_and_migrations import wreg_server
-
+from tests.server.server_support import make_settings, running
 from wreg import Client
 from wreg.core.digest import hex_of
+from wreg.testing.servers import run_wreg_server
 from wreg_server.app import create_app
 
 
 def _verify(data: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*wreg_server(), "verify", "--data", str(data), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_wreg_server("verify", "--data", str(data), "--json")
 
 
 def test_verify_reports_corrupt_and_missing_chunks_and_the_models_holding_them(
@@ -38,7 +32,8 @@ def test_verify_reports_corrupt_and_missing_chunks_and_the_models_holding_them(
     clean = _verify(data)
     assert clean.returncode == 0, clean.stderr
     report = json.loads(clean.stdout)
-    assert report["ok"] and report["chunks_checked"] == pushed.chunks_total
+    assert report["ok"]
+    assert report["chunks_checked"] == pushed.chunks_total
     assert (report["corrupt"], report["missing"], report["affected"]) == ([], [], [])
 
     objects = sorted((data / "objects" / "chunks").rglob("*"))
@@ -57,11 +52,7 @@ def test_verify_reports_corrupt_and_missing_chunks_and_the_models_holding_them(
     assert [hex_of(d) for d in report["missing"]] == [gone.name]
     assert report["affected"] == [f"team/rot@{pushed.manifest}"]
 
-    text = subprocess.run(
-        [*wreg_server(), "verify", "--data", str(data)], capture_output=True, text=True, timeout=120
-    )
+    text = run_wreg_server("verify", "--data", str(data))
     assert text.returncode == 1
-    assert (
-        "1 corrupt, 1 missing" in text.stdout
-        and f"affected team/rot@{pushed.manifest}" in text.stdout
-    )
+    assert "1 corrupt, 1 missing" in text.stdout
+    assert f"affected team/rot@{pushed.manifest}" in text.stdout

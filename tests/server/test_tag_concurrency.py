@@ -9,12 +9,13 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import TypeVar
 
 import httpx
 import pytest
-from server_support import Api, assert_error
 
+from tests.server.server_support import Api, assert_error
 from wreg.core.digest import digest_bytes
 from wreg.core.manifest import Manifest
 
@@ -132,17 +133,25 @@ def test_precondition_is_checked_after_the_manifest(api: Api) -> None:
 
 
 def test_racing_writers_last_writer_wins(api: Api, base_url: str) -> None:
+    """Moves are serialized (each takes the repository lock, then stamps ``updated_at``),
+    so the tag ends where the move with the latest ``updated_at`` put it, and no two
+    moves share a timestamp."""
     manifests = push_many(api, WORKERS)
     digests = [m.digest for m in manifests]
-    for _ in range(ROUNDS):
+    for round_ in range(ROUNDS):
 
-        def move(client: httpx.Client, i: int) -> int:
-            r = client.put(URL, json={"digest": digests[i]})
-            assert r.status_code != 200 or r.json()["digest"] == digests[i], r.text
-            return r.status_code
+        def move(client: httpx.Client, i: int, round_: int = round_) -> tuple[datetime, str]:
+            target = digests[(i + round_) % WORKERS]  # each round, other writers race
+            r = client.put(URL, json={"digest": target})
+            assert r.status_code == 200, r.text
+            assert r.json()["digest"] == target, r.text
+            return datetime.fromisoformat(r.json()["updated_at"]), target
 
-        assert in_parallel(base_url, move, WORKERS) == [200] * WORKERS
-        assert current(api) in digests
+        writes = in_parallel(base_url, move, WORKERS)
+        assert len({at for at, _ in writes}) == WORKERS, writes
+        last_at, last_digest = max(writes)
+        assert current(api) == last_digest, writes
+        assert datetime.fromisoformat(api.http.get(URL).json()["updated_at"]) == last_at
 
 
 def test_racing_compare_and_swap_has_one_winner_per_round(api: Api, base_url: str) -> None:

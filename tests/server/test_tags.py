@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from server_support import TEST_LIMITS, Api, assert_error
 
+from tests.server.server_support import TEST_LIMITS, Api, assert_error
 from wreg.core.digest import digest_bytes
 
 

@@ -15,28 +15,25 @@ pagination, SigV4 presigned GETs) behaves like S3.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from wreg.testing.procs import free_port, stop_process, wait_for_http
+
+if TYPE_CHECKING:
+    from wreg_server.objectstore.s3 import S3Store
+
 REGION = "us-east-1"
 ACCESS_KEY = "wreg-test-access"
-SECRET_KEY = "wreg-test-secret"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+SECRET_KEY = "wreg-test-secret"  # noqa: S105 - moto accepts any credentials
 
 
 @dataclass(frozen=True)
@@ -71,6 +68,21 @@ class MotoS3:
             **overrides,
         }
 
+    def store(self, bucket: str) -> S3Store:
+        """The registry's own S3 object store on ``bucket`` here (signed requests), for a
+        test to look behind the API; ``await store.close()`` when done."""
+        # Imported here: the session fixtures load this module for every test, and client
+        # tests must not depend on the server package importing.
+        from wreg_server.objectstore.s3 import S3Store
+
+        return S3Store(
+            bucket,
+            endpoint=self.endpoint,
+            region=self.region,
+            access_key_id=self.access_key,
+            secret_access_key=self.secret_key,
+        )
+
     def env(self, bucket: str, *, redirect: bool = False) -> dict[str, str]:
         """The environment a ``wreg-server`` process needs for an S3 store here."""
         return {
@@ -91,35 +103,25 @@ class MotoS3:
 
 
 def _start(log: Path | None) -> MotoS3 | None:
-    port = _free_port()
+    port = free_port()
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # noqa: S603 - this interpreter running moto.server
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=out,
         stderr=subprocess.STDOUT,
         env=os.environ | {"MOTO_ALLOW_NONEXISTENT_REGION": "true"},
     )
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    try:
+        wait_for_http(
+            f"{endpoint}/moto-api/", process, timeout=60, ready=lambda r: r.status_code < 500
+        )
+    except RuntimeError:
         if process.poll() is not None:
             return None  # most likely lost the port to someone else: the caller retries
-        try:
-            if httpx.get(f"{endpoint}/moto-api/", timeout=2).status_code < 500:
-                return MotoS3(endpoint, process)
-        except httpx.TransportError:
-            time.sleep(0.1)
-    _stop(process)
-    raise RuntimeError("moto server did not start within 60 s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        stop_process(process)
+        raise
+    return MotoS3(endpoint, process)
 
 
 @contextmanager
@@ -134,4 +136,4 @@ def moto_server(log: Path | None = None) -> Iterator[MotoS3]:
     try:
         yield server
     finally:
-        _stop(server.process)
+        stop_process(server.process)

@@ -19,7 +19,6 @@ import pwd
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
+
+from wreg.testing.procs import free_port
 
 SUPERUSER = "postgres"
 RUN_AS = "postgres"  # the account PostgreSQL runs as when the tests run as root
@@ -78,7 +79,7 @@ class PostgresServer:
 
     def sql(self, statement: str, database: str = "postgres") -> str:
         """Run one statement with ``psql``; returns its unaligned, tuples-only output."""
-        done = subprocess.run(
+        done = subprocess.run(  # noqa: S603 - the cluster's own psql, statements from the tests
             [
                 *(str(self.bin_dir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"),
                 *("-h", str(self.socket_dir), "-p", str(self.port), "-U", SUPERUSER),
@@ -114,7 +115,7 @@ class PostgresServer:
         """
         kept = ", ".join(f"'{name}'" for name in keep) or "''"
         self.sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"  # noqa: S608 - table names from the caller's code, not input
             " WHERE datname = current_database() AND pid <> pg_backend_pid();"
             " DO $$ DECLARE tables text; BEGIN"
             "  SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') INTO tables"
@@ -175,7 +176,7 @@ def install() -> Path:
             ["apt-get", "update"],
             ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"],
         ):
-            done = subprocess.run(
+            done = subprocess.run(  # noqa: S603 - apt-get with fixed arguments, as root
                 command,
                 capture_output=True,
                 text=True,
@@ -223,7 +224,7 @@ def _start_cluster(bin_dir: Path, root: Path, run_as: str | None) -> PostgresSer
     log = root / "postgres.log"
     last_error: Exception | None = None
     for _ in range(5):  # a free port can be taken between choosing it and binding it
-        server.port = _free_port()
+        server.port = free_port()
         try:
             _run(
                 [
@@ -263,7 +264,7 @@ def _temp_base(run_as: str | None) -> str:
     path = Path(base).resolve()
     if all(os.stat(p).st_mode & 0o001 for p in (path, *path.parents)):
         return base
-    return "/tmp"
+    return "/tmp"  # noqa: S108 - only a base for mkdtemp, which makes a private dir
 
 
 def _run(command: list[str], run_as: str | None, timeout: float) -> str:
@@ -274,7 +275,7 @@ def _run(command: list[str], run_as: str | None, timeout: float) -> str:
             command = ["su", run_as, "-s", "/bin/sh", "-c", shlex.join(command)]
     # Output to a file, not a pipe: pg_ctl's server child must not hold our pipe open.
     with tempfile.TemporaryFile() as out:
-        done = subprocess.run(
+        done = subprocess.run(  # noqa: S603 - PostgreSQL's own tools, with arguments built here
             command,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -288,12 +289,6 @@ def _run(command: list[str], run_as: str | None, timeout: float) -> str:
     if done.returncode != 0:
         raise RuntimeError(f"`{shlex.join(command)}` exited {done.returncode}: {output.strip()}")
     return output
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _version_key(name: str) -> tuple[int, ...]:
