@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format bench bench-tools soak clean
+.PHONY: install run test test-fast check lint format docs bench bench-tools soak clean
 
 install: $(STAMP)
 
@@ -18,9 +18,17 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/python scripts/quickstart.py
 
-## make test: lint, type-check and run the whole suite.
-test: install lint
+## make test: run the whole suite (every backend; starts PostgreSQL and moto itself).
+## It never stops at lint: CI runs `make test` and `make lint` as two steps, both required.
+test: install
 	$(BIN)/python -m pytest
+
+## make test-fast: core, client and server tests on SQLite + files only, first failure stops.
+test-fast: install
+	$(BIN)/python -m pytest -q -x tests/core tests/client tests/server -k "not postgres and not s3"
+
+## make check: both of CI's steps.
+check: test lint
 
 lint: install
 	$(BIN)/ruff check .
@@ -30,6 +38,10 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## make docs: regenerate README's error code table from the error table.
+docs: install
+	$(BIN)/python scripts/error_table.py README.md
 
 ## make bench: every benchmark (about 25 minutes); figures go to bench/RESULTS.md with --write.
 bench: install bench-tools

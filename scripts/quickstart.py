@@ -45,7 +45,9 @@ def wait_healthy(url: str, server: subprocess.Popen[bytes], timeout: float = 30)
 
 def wreg(*args: str, env: dict[str, str]) -> dict[str, object]:
     print(f"$ wreg {' '.join(args)}", flush=True)
-    out = subprocess.run([BIN / "wreg", *args, "--json"], env=env, capture_output=True, text=True)
+    out = subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
+        [BIN / "wreg", *args, "--json"], env=env, capture_output=True, text=True
+    )
     if out.returncode != 0:
         raise SystemExit(f"wreg {args[0]} failed: {out.stderr.strip()}")
     result: dict[str, object] = json.loads(out.stdout)
@@ -61,7 +63,7 @@ def main() -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = os.environ | {"WREG_URL": url, "WREG_CACHE": str(work / "cache")}
-        server = subprocess.Popen(
+        server = subprocess.Popen(  # noqa: S603 - our own server, fixed arguments
             [
                 BIN / "wreg-server",
                 "serve",
