@@ -103,6 +103,7 @@ class Client:
         progress: Progress | None = None,
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
+        max_total: int | str | None = None,
     ) -> PullResult:
         """Fetch ``ref`` into the node cache; with ``dest``, also materialise it there.
 
@@ -112,9 +113,16 @@ class Client:
         ``WREG_OFFLINE=1``), the reference is resolved from the node cache alone and an
         incomplete snapshot is an error. A pull interrupted at any point resumes where it
         stopped; two processes pulling the same files download them once.
+
+        ``max_total`` (bytes, or a size such as ``"500G"``) caps the bytes the pull may
+        write (files missing from the cache, plus copies into ``dest`` on another
+        filesystem); by default each filesystem's free space. Past it the pull fails
+        before writing anything (``PULL_TOO_LARGE``).
         """
         return asyncio.run(
-            self.apull(ref, dest, progress=progress, include=include, exclude=exclude)
+            self.apull(
+                ref, dest, progress=progress, include=include, exclude=exclude, max_total=max_total
+            )
         )
 
     async def apull(
@@ -125,8 +133,13 @@ class Client:
         progress: Progress | None = None,
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
+        max_total: int | str | None = None,
     ) -> PullResult:
         parsed = Reference.parse(ref)
+        if isinstance(max_total, str):
+            from wreg import _cache_ops
+
+            max_total = _cache_ops.parse_size(max_total)
         with self._executor() as executor, opened_cache(self.cache_dir) as cache:
             async with contextlib.AsyncExitStack() as stack:
                 registry = None
@@ -143,6 +156,7 @@ class Client:
                     inflight_bytes=self.inflight_bytes,
                     include=include,
                     exclude=exclude,
+                    max_total=max_total,
                 )
 
     # -- listing -----------------------------------------------------------------

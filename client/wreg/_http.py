@@ -22,7 +22,7 @@ import httpx
 from wreg.core.errors import ErrorCode, NotFound, WregError
 from wreg.core.mediatypes import CHUNK_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
 from wreg.core.reference import Reference
-from wreg.core.sizes import MAX_CHUNK_ENCODED, MAX_MISSING_QUERY
+from wreg.core.sizes import MAX_CHUNK_ENCODED, MAX_MANIFEST_BYTES, MAX_MISSING_QUERY
 
 if TYPE_CHECKING:
     import aiohttp
@@ -67,6 +67,20 @@ def _fail(error: WregError, status: int) -> NoReturn:
     raise error
 
 
+# An error answer worth showing fits in far less; the rest of a longer one is dropped.
+_ERROR_BODY_LIMIT: Final = 64 * 1024
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes | None:
+    """The streamed body, or None as soon as it passes ``limit`` bytes (read no further)."""
+    body = bytearray()
+    async for piece in response.aiter_bytes():
+        body += piece
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 async def with_retries(call: Callable[[], Awaitable[T]], attempts: int = ATTEMPTS) -> T:
     for attempt in range(attempts):
         try:
@@ -83,7 +97,8 @@ class Registry:
 
     def __init__(self, url: str, token: str | None, concurrency: int, timeout: float) -> None:
         self.url = url.rstrip("/")
-        headers = {"User-Agent": "wreg"}
+        # identity: the registry never compresses, and a body we decode is one we bound.
+        headers = {"User-Agent": "wreg", "Accept-Encoding": "identity"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._headers = headers
@@ -124,19 +139,46 @@ class Registry:
 
     # -- control calls (httpx) -------------------------------------------------------
 
-    async def _request(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        limit: int = MAX_MANIFEST_BYTES,
+        too_large: ErrorCode = ErrorCode.BODY_TOO_LARGE,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send a control call; its answer's body is read only up to ``limit`` bytes.
+
+        The body streams in and the call fails with ``too_large`` once it passes the limit,
+        so an endless or oversized answer costs at most ``limit`` bytes of memory; an error
+        body is read up to ``_ERROR_BODY_LIMIT`` and the rest dropped.
+        """
         assert self._control is not None  # noqa: S101 - narrows: set in __aenter__
 
         async def once() -> httpx.Response:
             assert self._control is not None  # noqa: S101 - narrows: set in __aenter__
+            request = self._control.build_request(method, path, **kwargs)
             try:
-                response = await self._control.request(method, path, **kwargs)
+                response = await self._control.send(request, stream=True)
+                try:
+                    failed = response.status_code >= 400
+                    body = await _read_capped(response, _ERROR_BODY_LIMIT if failed else limit)
+                finally:
+                    await response.aclose()
             except httpx.TransportError as exc:
                 raise _Retryable(self._unreachable(exc)) from None
-            if response.status_code < 400:
-                return response
             status, request_id = response.status_code, response.headers.get("x-request-id")
-            _fail(http_error(status, response.content, request_id, what), status)
+            if failed:
+                _fail(http_error(status, body or b"", request_id, what), status)
+            if body is None:
+                raise too_large.error(
+                    f"the registry's answer to the {what} exceeds {limit} bytes",
+                    detail={"limit": limit},
+                    request_id=request_id,
+                )
+            return httpx.Response(status, headers=response.headers, content=body, request=request)
 
         return await with_retries(once)
 
@@ -245,7 +287,10 @@ class Registry:
         """The manifest bytes and the digest the server says they have."""
         try:
             r = await self._request(
-                "GET", f"/v1/repositories/{ref.name}/manifests/{ref.version}", f"pull of {ref}"
+                "GET",
+                f"/v1/repositories/{ref.name}/manifests/{ref.version}",
+                f"pull of {ref}",
+                too_large=ErrorCode.MANIFEST_TOO_LARGE,
             )
         except NotFound as exc:
             raise NotFound(

@@ -30,6 +30,7 @@ import contextlib
 import errno
 import fnmatch
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
@@ -43,7 +44,7 @@ from wreg._cache_ops import materialize, resolve_offline
 from wreg._progress import Progress
 from wreg._results import PullResult
 from wreg.core.digest import Hasher, digest_bytes
-from wreg.core.errors import ErrorCode
+from wreg.core.errors import ErrorCode, ErrorKind, WregError
 from wreg.core.manifest import FileEntry, Manifest
 from wreg.core.reference import Reference
 
@@ -139,6 +140,60 @@ def select_files(
     return chosen
 
 
+def _filesystem(path: Path) -> tuple[int, Path]:
+    """(device, nearest existing directory) of where ``path`` is or would be created."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path.stat().st_dev, path
+
+
+def check_room(
+    cache: NodeCache,
+    ref: Reference,
+    selected: Sequence[FileEntry],
+    dest: Path | None,
+    max_total: int | None,
+) -> None:
+    """Refuse, before writing anything, a pull that would write too much.
+
+    What a pull writes is the sizes of its files, not of the chunks it downloads: a
+    manifest may list one 4 MiB chunk a million times, so a tiny download can mean
+    terabytes on disk. Counted: each file missing from the cache once (blobs are
+    deduplicated), and with ``dest`` on another filesystem than the cache every selected
+    file again (copied; on the same one they are hardlinked). With ``max_total`` the sum
+    must not exceed it; without, each filesystem's share must fit in its free space.
+    """
+    cache_fs = _filesystem(cache.layout.blobs_dir)
+    blobs = {e.digest: e.size for e in selected if not cache.has_blob(e)}
+    writes = {cache_fs[0]: (cache_fs[1], sum(blobs.values()))}
+    if dest is not None:
+        dest_fs = _filesystem(dest)
+        if dest_fs[0] != cache_fs[0]:
+            writes[dest_fs[0]] = (dest_fs[1], sum(e.size for e in selected))
+    needed = sum(n for _, n in writes.values())
+    if max_total is not None:
+        if needed > max_total:
+            raise ErrorCode.PULL_TOO_LARGE.error(
+                f"pulling {ref} would write {_gib(needed)}, more than --max-total "
+                f"{_gib(max_total)}; raise --max-total or narrow it with --include/--exclude",
+                detail={"needed": needed, "limit": max_total},
+            )
+        return
+    for where, n in writes.values():
+        free = shutil.disk_usage(where).free
+        if n > free:
+            raise ErrorCode.PULL_TOO_LARGE.error(
+                f"pulling {ref} would write {_gib(n)} to {where}, which has {_gib(free)} free; "
+                "free space, or pass --max-total to override",
+                detail={"needed": n, "limit": free, "path": str(where)},
+            )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB ({n} bytes)"
+
+
 async def pull(
     registry: Registry | None,
     cache: NodeCache,
@@ -151,14 +206,19 @@ async def pull(
     inflight_bytes: int = 128 << 20,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    max_total: int | None = None,
 ) -> PullResult:
-    """Pull ``ref`` into the node cache; ``registry=None`` means offline."""
+    """Pull ``ref`` into the node cache; ``registry=None`` means offline.
+
+    ``max_total`` caps the bytes the pull may write (see ``check_room``).
+    """
     if registry is None:
         manifest = resolve_offline(cache, ref)
     else:
         manifest, body = await resolve(registry, ref)
         cache.save_manifest(manifest.digest, body)
     selected = select_files(manifest, include, exclude)
+    check_room(cache, ref, selected, dest, max_total)
     total = sum(e.size for e in selected)
     stats = _Stats()
     snapshot_lock = cache.snapshot_lock(manifest.digest)
@@ -201,9 +261,14 @@ async def pull(
     )
 
 
+# Failures no retry or resume can mend: the partial files of the pull are dropped (an
+# interrupted or transiently failed pull keeps them, to resume where it stopped).
+_PERMANENT: Final = frozenset({ErrorKind.INTEGRITY, ErrorKind.NOT_FOUND})
+
+
 async def _download(ctx: _Context, todo: list[FileEntry]) -> None:
     """Make every file of ``todo`` a blob, assembling those no other process is working on
-    and waiting for the others."""
+    and waiting for the others; a permanent failure leaves none of their partial files."""
     pending = todo
     while pending:
         mine: list[_Target] = []
@@ -219,6 +284,12 @@ async def _download(ctx: _Context, todo: list[FileEntry]) -> None:
         try:
             if mine:
                 await _assemble(ctx, mine)
+        except WregError as exc:
+            if exc.code.kind in _PERMANENT:  # another run would fail the same way
+                for t in mine:
+                    _close(t)
+                    ctx.cache.reset_partial(t.entry)
+            raise
         finally:
             for t in mine:
                 _close(t)

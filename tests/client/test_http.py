@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 from collections.abc import Awaitable, Callable
 
 import pytest
 from aiohttp import web
 
 from wreg._http import Registry
-from wreg.core.errors import ErrorCode, IntegrityError, NotFound, RegistryError, TransportError
+from wreg.core.errors import (
+    ErrorCode,
+    IntegrityError,
+    NotFound,
+    RegistryError,
+    TransportError,
+    WregError,
+)
 from wreg.core.reference import Reference
+from wreg.core.sizes import MAX_MANIFEST_BYTES
 from wreg.testing.webapps import start_app
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -102,3 +111,38 @@ def test_connection_refused_is_a_transport_error() -> None:
             assert "cannot reach the registry at http://127.0.0.1:9" in str(info.value)
 
     asyncio.run(body())
+
+
+@pytest.mark.parametrize(("status", "declared"), [(200, None), (200, 1 << 40), (404, None)])
+def test_endless_control_answer_is_cut_off_while_streaming(
+    status: int, declared: int | None
+) -> None:
+    """A hostile registry streams an endless manifest (or error) body: the client stops
+    reading just past the cap, failing fast, with memory bounded by the cap."""
+    sent = {"bytes": 0}
+    piece = b"{" * (1 << 20)
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=status)
+        if declared is not None:
+            response.content_length = declared
+        await response.prepare(request)
+        try:
+            while sent["bytes"] < 64 * MAX_MANIFEST_BYTES:
+                await response.write(piece)
+                sent["bytes"] += len(piece)
+        except (ConnectionError, RuntimeError):
+            pass
+        return response
+
+    async def body(r: Registry) -> None:
+        with pytest.raises(WregError) as info:
+            await r.get_manifest(Reference.parse("team/m@v1"))
+        expected = ErrorCode.MANIFEST_TOO_LARGE if status == 200 else ErrorCode.NOT_FOUND
+        assert info.value.code in {expected, ErrorCode.TAG_UNKNOWN}
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    asyncio.run(_with_server([web.get("/v1/repositories/{n:.*}/manifests/{r}", endless)], body))
+    growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    assert sent["bytes"] < 4 * MAX_MANIFEST_BYTES
+    assert growth < 4 * MAX_MANIFEST_BYTES, f"peak RSS grew by {growth >> 20} MiB"

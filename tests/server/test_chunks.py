@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
+from tests.core.test_decode_bounds import BOMBS, RSS_GROWTH_CAP, SMALL
 from tests.server.server_support import (
     TEST_LIMITS,
     Api,
@@ -255,6 +257,27 @@ def test_raw_length_over_limit_is_refused_before_decoding(
     r = api.http.put(f"/v1/chunks/{digest_bytes(raw)}", content=encoded)
     assert_error(r, 413, "CHUNK_TOO_LARGE")
     assert_invisible(api, settings, digest_bytes(raw))
+
+
+@pytest.mark.parametrize(
+    "name", ["no-content-size", "plane-true-huge-content-size", "plane-false-huge-content-size"]
+)
+def test_zstd_bomb_is_refused_without_inflating(
+    api: Api, settings: ServerSettings, name: str
+) -> None:
+    """A few KiB whose zstd frame inflates to (or declares) gigabytes, for a small raw length.
+
+    The server decodes in this process, so its peak RSS is this process's: the check holds
+    as long as no earlier test peaked above what the bomb would reach (≥ 1 GiB).
+    """
+    raw = bytes(2 * SMALL if name.startswith("plane") else SMALL)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    r = api.http.put(f"/v1/chunks/{digest_bytes(raw)}", content=BOMBS[name])
+    assert_error(r, 400, "CHUNK_INVALID")
+    growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    assert growth < 4 * RSS_GROWTH_CAP, f"peak RSS grew by {growth >> 20} MiB"
+    assert_invisible(api, settings, digest_bytes(raw))
+    assert api.http.get("/healthz").status_code == 200
 
 
 def test_chunk_at_the_raw_limit_is_accepted(api: Api) -> None:

@@ -64,6 +64,14 @@ def pull(
             "--offline", envvar="WREG_OFFLINE", help="Use the node cache only; no network."
         ),
     ] = False,
+    max_total: Annotated[
+        str | None,
+        typer.Option(
+            "--max-total",
+            metavar="SIZE",
+            help="Refuse to write more than SIZE (e.g. 500G); default: the free space.",
+        ),
+    ] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -76,7 +84,14 @@ def pull(
     with errors(), progress(not as_json) as bars:
         registry = client(url, token)
         registry.offline = registry.offline or offline
-        r = registry.pull(ref, output, progress=bars, include=include or (), exclude=exclude or ())
+        r = registry.pull(
+            ref,
+            output,
+            progress=bars,
+            include=include or (),
+            exclude=exclude or (),
+            max_total=max_total,
+        )
     emit(
         as_json,
         r.to_json(),

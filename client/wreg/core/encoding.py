@@ -104,7 +104,8 @@ def _generic_compressor() -> zstandard.ZstdCompressor:
 def _decompressor() -> zstandard.ZstdDecompressor:
     d: zstandard.ZstdDecompressor | None = getattr(_local, "d", None)
     if d is None:
-        d = _local.d = zstandard.ZstdDecompressor()
+        # No chunk is longer than MAX_CHUNK_RAW, so no honest frame needs a larger window.
+        d = _local.d = zstandard.ZstdDecompressor(max_window_size=MAX_CHUNK_RAW)
     return d
 
 
@@ -220,14 +221,30 @@ def decode_chunk_into(
     return raw_len
 
 
+def _inflate(frame: memoryview, size: int) -> bytes:
+    """Decode one zstd frame that must yield exactly ``size`` bytes, allocating no more.
+
+    A peer chooses the frame, so its claims are checked before any are acted on:
+    ``decompressobj`` has no output bound (4 KiB of RLE blocks inflate to 1 GiB), and the
+    one-shot ``decompress`` allocates the content size the frame header declares whatever
+    ``max_output_size`` says (a 20-byte frame can ask for 16 TiB). So a declared size must
+    be ``size``; an omitted one gets a buffer of exactly ``size``, and the decoder fails
+    rather than write past it; the window is capped by ``_decompressor``; bytes after the
+    frame (another frame included) are rejected.
+    """
+    if size == 0:
+        raise _bad("zstd payload for no bytes")  # the encoder stores these raw
+    declared = zstandard.get_frame_parameters(frame).content_size
+    if declared not in (size, zstandard.CONTENTSIZE_UNKNOWN):
+        raise _bad(f"zstd frame declares {declared} bytes, header says {size}")
+    raw = _decompressor().decompress(frame, max_output_size=size, allow_extra_data=False)
+    if len(raw) != size:
+        raise _bad(f"decoded {len(raw)} bytes, header says {size}")
+    return raw
+
+
 def _zstd_into(payload: memoryview, target: memoryview) -> None:
-    stream = _decompressor().decompressobj()
-    raw = stream.decompress(payload)
-    if not stream.eof or stream.unused_data:
-        raise _bad("zstd payload is truncated or has trailing bytes")
-    if len(raw) != len(target):
-        raise _bad(f"decoded {len(raw)} bytes, header says {len(target)}")
-    target[:] = raw
+    target[:] = _inflate(payload, len(target))
 
 
 def _scratch(count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -276,7 +293,6 @@ def _decode_planes(payload: memoryview, transform: Transform, target: memoryview
         raise _bad("truncated plane table")
     planes: list[np.ndarray] = []
     pos = table_size
-    decompressor = _decompressor()
     for i in range(width):
         kind, stored = _PLANE.unpack_from(payload, i * _PLANE.size)
         part = payload[pos : pos + stored]
@@ -284,7 +300,7 @@ def _decode_planes(payload: memoryview, transform: Transform, target: memoryview
             raise _bad("truncated plane")
         pos += stored
         if kind == Codec.ZSTD:
-            plane: bytes | memoryview = decompressor.decompress(part, max_output_size=count)
+            plane: bytes | memoryview = _inflate(part, count)
         elif kind == Codec.NONE:
             plane = part
         else:

@@ -204,6 +204,12 @@ class ErrorCode(Enum):
         "A size such as `500M` or `1.5TiB` does not parse.",
         _K.INVALID,
     )
+    PULL_TOO_LARGE = (
+        None,
+        "the pull would write more than allowed",
+        "The files to write add up to more than `--max-total` or the destination's free space.",
+        _K.INVALID,
+    )
     FILE_CHANGED = (
         None,
         "a file changed while being pushed",
