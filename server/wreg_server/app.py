@@ -57,6 +57,10 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         # Every route: validate path parameters, then check the token (auth/guard.py).
         dependencies=[Depends(guard)],
+        # Starlette answers ``/v1/tokens/`` with a 307 to a URL built from the request's
+        # ``Host`` header (a redirect anyone can point anywhere); a trailing slash is
+        # simply not a route here: 404.
+        redirect_slashes=False,
     )
     errors.install(app)
     openapi.install(app)

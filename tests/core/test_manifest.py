@@ -1,4 +1,6 @@
 import json
+import time
+import tracemalloc
 
 import pytest
 
@@ -84,3 +86,175 @@ def test_malformed_manifests_are_rejected(data: bytes, code: str) -> None:
     with pytest.raises(InvalidInput) as info:
         Manifest.from_json_bytes(data)
     assert info.value.code.name == code
+
+
+def _manifest_bytes(files: list[dict[str, object]], **top: object) -> bytes:
+    return json.dumps({"schema": 1, "files": files, "metadata": {}} | top).encode()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _doc(mode=420.0),
+        _doc(mode=493.0),
+        _doc(size=3.0),
+        _doc(size="3"),
+        _doc(size=True),
+        _doc(chunks=[{"digest": D1, "size": 1.0}, {"digest": D2, "size": 2}]),
+        _doc(chunks=[{"digest": D1, "size": True}, {"digest": D2, "size": 2}]),
+        _doc(chunks=[{"digest": D1, "size": "1"}, {"digest": D2, "size": 2}]),
+        _manifest_bytes([], schema=1.0),
+        _manifest_bytes([], schema=True),
+        _manifest_bytes([], metadata=[]),
+    ],
+)
+def test_fields_have_exact_json_types(data: bytes) -> None:
+    """420.0 == 420 and True == 1 in Python; the manifest schema tells them apart."""
+    with pytest.raises(InvalidInput) as info:
+        Manifest.from_json_bytes(data)
+    assert info.value.code is ErrorCode.MANIFEST_INVALID
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [["b", "a"], ["a/b", "a.txt"], ["z", "a", "m"], ["B", "A"], ["a/z", "a/b/c"]],
+)
+def test_files_out_of_path_order_are_rejected(paths: list[str]) -> None:
+    """One content, one digest: the same files in another order are not another manifest."""
+    data = canonical_json(
+        {"schema": 1, "files": [_file(p).to_json() for p in paths], "metadata": {}}
+    )
+    with pytest.raises(InvalidInput) as info:
+        Manifest.from_json_bytes(data)
+    assert info.value.code is ErrorCode.MANIFEST_INVALID
+    assert Manifest.build([_file(p) for p in paths]).files == tuple(_file(p) for p in sorted(paths))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "a\u202eb",  # right-to-left override
+        "a\u202ab",
+        "a\u2066b",
+        "a\u2069b",
+        "a\u200bb",  # zero-width space
+        "a\u200db",
+        "a\u200fb",
+        "\ufeffa",
+        "a\u00adb",  # soft hyphen
+        "a\u2028b",  # line separator
+        "a\u2029b",
+        "a\x7fb",
+        "a\x85b",
+        "a\ue000b",  # private use
+        "a\U000e0001b",  # language tag
+        "a\u0378b",  # unassigned
+        "\u2024\u2024/x",  # one dot leader twice: looks like ..
+        "\uff0e\uff0e/x",
+        "a\u2215b",  # division slash
+        "a\u2044b",  # fraction slash
+        "a\uff0fb",
+        "a\u29f8b",
+        "a\ufe52b",
+        "a\u3002b",
+    ],
+)
+def test_invisible_bidi_and_lookalike_paths_are_rejected(path: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        Manifest.build([_file(path)])
+    assert info.value.code is ErrorCode.PATH_UNSAFE
+
+
+@pytest.mark.parametrize("path", ["modèle/poids.bin", "模型/权重.safetensors", "a b/c-d_e.f"])
+def test_ordinary_unicode_paths_are_accepted(path: str) -> None:
+    assert Manifest.build([_file(path)]).files[0].path == path
+
+
+def test_path_depth_is_capped() -> None:
+    from wreg.core.sizes import MAX_PATH_DEPTH
+
+    Manifest.build([_file("/".join(["d"] * MAX_PATH_DEPTH))])
+    with pytest.raises(InvalidInput) as info:
+        Manifest.build([_file("/".join(["d"] * (MAX_PATH_DEPTH + 1)))])
+    assert info.value.code is ErrorCode.PATH_UNSAFE
+
+
+def test_total_path_bytes_are_capped() -> None:
+    from wreg.core.sizes import MAX_MANIFEST_PATH_BYTES, MAX_PATH_LENGTH
+
+    length = MAX_PATH_LENGTH - 8
+    count = MAX_MANIFEST_PATH_BYTES // length + 1
+    files = [_file(f"{i:07d}" + "x" * (length - 7)).to_json() for i in range(count)]
+    with pytest.raises(InvalidInput) as info:
+        Manifest.from_json_bytes(canonical_json({"schema": 1, "files": files, "metadata": {}}))
+    assert info.value.code is ErrorCode.MANIFEST_INVALID
+    assert "path bytes" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"schema":1,"files":[],"metadata":{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+        b'{"schema":1,"files":[],"metadata":' + b'{"a":' * 50_000 + b"1" + b"}" * 50_001,
+    ],
+)
+def test_deeply_nested_json_is_invalid_not_a_crash(data: bytes) -> None:
+    with pytest.raises(InvalidInput) as info:
+        Manifest.from_json_bytes(data)
+    assert info.value.code is ErrorCode.MANIFEST_INVALID
+
+
+def test_moderately_nested_metadata_is_capped() -> None:
+    from wreg.core.sizes import MAX_JSON_DEPTH
+
+    def nested(depth: int) -> bytes:
+        inner = b"[" * depth + b"]" * depth
+        return b'{"schema":1,"files":[],"metadata":{"a":' + inner + b"}}"
+
+    Manifest.from_json_bytes(nested(MAX_JSON_DEPTH - 2))  # document, metadata, arrays
+    with pytest.raises(InvalidInput) as info:
+        Manifest.from_json_bytes(nested(MAX_JSON_DEPTH + 1))
+    assert info.value.code is ErrorCode.MANIFEST_INVALID
+
+
+def _tree_body(files: int, depth: int, segment: int = 15) -> bytes:
+    """A manifest of ``files`` distinct paths, each ``depth`` segments of ``segment`` chars."""
+    rest = ["s" * segment] * (depth - 1)
+    paths = ["/".join([f"{i:08d}" + "s" * (segment - 8), *rest]) for i in range(files)]
+    entry = {"size": 1, "digest": D1, "mode": 0o644, "chunks": [{"digest": D1, "size": 1}]}
+    return canonical_json(
+        {"schema": 1, "metadata": {}, "files": [{"path": p, **entry} for p in paths]}
+    )
+
+
+def _cpu_seconds(data: bytes) -> float:
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        Manifest.from_json_bytes(data)
+        best = min(best, time.process_time() - started)
+    return best
+
+
+@pytest.mark.parametrize(
+    ("small", "large"),
+    [((2000, 4), (16000, 4)), ((2000, 8), (2000, 64))],
+    ids=["many-files", "deep-paths"],
+)
+def test_validation_cost_is_linear_in_path_bytes(
+    small: tuple[int, int], large: tuple[int, int]
+) -> None:
+    """8x the path bytes costs at most 16x the CPU time, and memory stays a small multiple
+    of the body (the one timed assertion in the suite: the margin is wide)."""
+    n, eight_n = _tree_body(*small), _tree_body(*large)
+    assert len(eight_n) > 3 * len(n)
+    ratio = _cpu_seconds(eight_n) / max(_cpu_seconds(n), 1e-4)
+    assert ratio <= 16, f"8x the path bytes took {ratio:.1f}x the CPU time"
+    tracemalloc.start()
+    try:
+        Manifest.from_json_bytes(eight_n)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 24 * len(eight_n) + 8 * 1024 * 1024, f"peak {peak} for {len(eight_n)} bytes"

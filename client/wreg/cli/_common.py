@@ -1,7 +1,10 @@
 """Shared pieces of the CLI: the typer app, common options, error mapping, progress.
 
 One place (``errors``) turns every ``WregError`` into a one-line message and a non-zero
-exit code; nothing reaches the user as a traceback.
+exit code; nothing reaches the user as a traceback. Text that may come from a server (its
+error messages, names it lists) passes through ``terminal_safe`` before it is printed, so a
+hostile registry cannot clear the screen, rewrite a line with ``\r`` or reorder it with
+bidi controls.
 """
 
 from __future__ import annotations
@@ -47,26 +50,38 @@ def client(url: str | None, token: str | None) -> Client:
     return Client(url, token)
 
 
+def terminal_safe(text: str, keep: str = "") -> str:
+    """``text`` with every non-printable character (controls, ANSI escapes' ESC, ``\r``,
+    bidi and zero-width format characters, separators) written as its Python escape
+    (``\x1b``, ``\r``, ``\u202e``), except those in ``keep``. Linear; printable text is
+    returned as it is."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in keep or c == " " else repr(c)[1:-1] for c in text)
+
+
+def _fail(message: str) -> None:
+    typer.echo(terminal_safe(message), err=True)
+
+
 @contextlib.contextmanager
 def errors() -> Iterator[None]:
     try:
         yield
     except WregError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        _fail(f"error: {exc}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
     except OSError as exc:
-        typer.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
+        _fail(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
         raise typer.Exit(1) from None
     except Exception as exc:
         if os.environ.get("WREG_DEBUG"):
             raise
-        typer.echo(
-            f"error: internal error ({type(exc).__name__}: {exc}); "
-            "set WREG_DEBUG=1 for a traceback",
-            err=True,
+        _fail(
+            f"error: internal error ({type(exc).__name__}: {exc}); set WREG_DEBUG=1 for a traceback"
         )
         raise typer.Exit(1) from None
 
@@ -115,7 +130,7 @@ def progress(enabled: bool) -> Iterator[_Bars | None]:
 
 
 def emit(as_json: bool, payload: dict[str, Any], text: str) -> None:
-    typer.echo(json.dumps(payload) if as_json else text)
+    typer.echo(json.dumps(payload) if as_json else terminal_safe(text, keep="\n"))
 
 
 def human_size(n: int) -> str:

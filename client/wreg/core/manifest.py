@@ -11,11 +11,19 @@ Shape::
                 "size": 90868376}, …],
      "metadata": {…},
      "schema": 1}
+
+Parsing is strict so that one content has one digest: every field has its exact JSON
+type (``420.0`` is not a mode, ``true`` is not a size), files are sorted by path, and the
+server additionally insists the body is byte-for-byte the canonical serialisation. Every
+check is linear in the bytes received: paths are capped in length, depth
+(``MAX_PATH_DEPTH``) and total bytes (``MAX_MANIFEST_PATH_BYTES``), nesting in
+``MAX_JSON_DEPTH``, and the tree check walks each path's segments once.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +31,14 @@ from typing import Any, Final
 
 from wreg.core.digest import digest_bytes, is_digest
 from wreg.core.errors import ErrorCode, WregError
-from wreg.core.sizes import MAX_MANIFEST_BYTES, MAX_MANIFEST_FILES, MAX_PATH_LENGTH
+from wreg.core.sizes import (
+    MAX_JSON_DEPTH,
+    MAX_MANIFEST_BYTES,
+    MAX_MANIFEST_FILES,
+    MAX_MANIFEST_PATH_BYTES,
+    MAX_PATH_DEPTH,
+    MAX_PATH_LENGTH,
+)
 
 SCHEMA_VERSION: Final = 1
 MODE_FILE: Final = 0o644
@@ -32,6 +47,20 @@ MODE_EXEC: Final = 0o755
 _DEVICE_NAMES: Final = frozenset(
     {"con", "prn", "aux", "nul"} | {f"com{i}" for i in range(10)} | {f"lpt{i}" for i in range(10)}
 )
+# Characters a path may not hold, by Unicode category: controls (Cc), format characters
+# (Cf: bidi overrides and isolates, zero-width spaces and joiners, BOM, soft hyphen, tags),
+# line and paragraph separators (Zl, Zp), private use (Co) and unassigned (Cn). A name
+# that renders differently from what it is cannot be reviewed.
+_UNSAFE_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cn"})
+# Printable characters that look like ".", "/", "\\" or ":", so "\u2024\u2024/x" reads as
+# "../x" and "a\u2215b" as a directory that is not there.
+_LOOKALIKES: Final = frozenset(
+    "\u2024\u2025\u2026\ufe52\uff0e\u3002\uff61\u0701\u0702\ua4f8\u2e33"  # dots
+    "\u2215\u2044\uff0f\u29f8\u2571\u1735\u2cc6\u2f03"  # slashes
+    "\u29f5\u29f9\u2216\ufe68\uff3c\u2572"  # backslashes
+    "\uff1a\ufe55\ufe13\u2236\ua789\u02d0\u0589\u05c3"  # colons
+)
+_ASCII_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _invalid(
@@ -45,9 +74,20 @@ def validate_path(path: str) -> str:
     unsafe = _invalid(f"unsafe path {path!r}", code=ErrorCode.PATH_UNSAFE, detail={"path": path})
     if not isinstance(path, str) or not path or len(path) > MAX_PATH_LENGTH:
         raise unsafe
-    if path.startswith("/") or "\\" in path or "\x00" in path or ":" in path.split("/")[0]:
+    if path.count("/") >= MAX_PATH_DEPTH:
+        raise _invalid(
+            f"path {path[:64]!r}… is deeper than {MAX_PATH_DEPTH} segments",
+            code=ErrorCode.PATH_UNSAFE,
+            detail={"path": path, "max_depth": MAX_PATH_DEPTH},
+        )
+    if path.startswith("/") or "\\" in path or ":" in path.split("/", 1)[0]:
         raise unsafe
-    if any(ord(c) < 0x20 for c in path) or unicodedata.normalize("NFC", path) != path:
+    if path.isascii():
+        if _ASCII_CONTROL.search(path):
+            raise unsafe
+    elif unicodedata.normalize("NFC", path) != path or any(
+        c in _LOOKALIKES or unicodedata.category(c) in _UNSAFE_CATEGORIES for c in set(path)
+    ):
         raise unsafe
     for segment in path.split("/"):
         if segment in {"", ".", ".."}:
@@ -140,11 +180,14 @@ class Manifest:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise _invalid(f"manifest is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise _too_deep() from None
         return cls.from_json(doc)
 
     @classmethod
     def from_json(cls, doc: Any) -> Manifest:
         """Validate a parsed document (which must have a canonical form)."""
+        _check_depth(doc)
         try:
             canonical_json(doc)
         except (ValueError, UnicodeEncodeError):
@@ -156,7 +199,8 @@ class Manifest:
     def _from_doc(cls, doc: Any) -> Manifest:
         if not isinstance(doc, dict):
             raise _invalid("manifest must be a JSON object")
-        if doc.get("schema") != SCHEMA_VERSION:
+        schema = doc.get("schema")
+        if type(schema) is not int or schema != SCHEMA_VERSION:
             raise _invalid(f"unsupported manifest schema {doc.get('schema')!r}")
         unknown = set(doc) - {"schema", "files", "metadata"}
         if unknown:
@@ -170,6 +214,7 @@ class Manifest:
         if len(raw_files) > MAX_MANIFEST_FILES:
             raise _invalid(f"manifest has more than {MAX_MANIFEST_FILES} files")
         files = tuple(_parse_file(f) for f in raw_files)
+        _check_order(files)
         _check_tree(files)
         return cls(files, metadata)
 
@@ -181,7 +226,30 @@ def canonical_json(value: Any) -> bytes:
 
 
 def _nonneg_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return type(value) is int and value >= 0
+
+
+def _too_deep() -> WregError:
+    return _invalid(
+        f"manifest nests arrays and objects deeper than {MAX_JSON_DEPTH}",
+        detail={"max_depth": MAX_JSON_DEPTH},
+    )
+
+
+def _check_depth(doc: Any) -> None:
+    """Refuse nesting past ``MAX_JSON_DEPTH``, iteratively (one visit per value)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Iterable[Any] = value.values()
+        elif isinstance(value, (list, tuple)):
+            children = value
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise _too_deep()
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _parse_file(doc: Any) -> FileEntry:
@@ -193,7 +261,7 @@ def _parse_file(doc: Any) -> FileEntry:
         raise _invalid(f"{path}: size must be a non-negative integer")
     if not isinstance(digest, str) or not is_digest(digest):
         raise _invalid(f"{path}: invalid file digest {digest!r}", code=ErrorCode.DIGEST_INVALID)
-    if mode not in (MODE_FILE, MODE_EXEC):
+    if type(mode) is not int or mode not in (MODE_FILE, MODE_EXEC):
         raise _invalid(f"{path}: mode must be 0o644 or 0o755")
     if not isinstance(raw_chunks, list):
         raise _invalid(f"{path}: chunks must be a list")
@@ -213,24 +281,64 @@ def _parse_file(doc: Any) -> FileEntry:
     return FileEntry(path, size, digest, mode, tuple(chunks))
 
 
-def _check_tree(files: tuple[FileEntry, ...]) -> None:
-    """No duplicate paths (case-insensitively) and no file that is also a directory."""
-    seen: set[str] = set()
-    dirs: set[str] = set()
+def _check_order(files: tuple[FileEntry, ...]) -> None:
+    """Files strictly increasing by path (code point order, what ``build`` sorts by), and
+    no more than ``MAX_MANIFEST_PATH_BYTES`` of paths in all."""
+    total = 0
+    previous: str | None = None
     for f in files:
-        key = f.path.lower()
-        if key in seen:
+        total += len(f.path.encode("utf-8", "surrogatepass"))
+        if total > MAX_MANIFEST_PATH_BYTES:
+            raise _invalid(
+                f"manifest paths exceed {MAX_MANIFEST_PATH_BYTES} path bytes in all",
+                detail={"max_path_bytes": MAX_MANIFEST_PATH_BYTES},
+            )
+        if previous is not None and f.path <= previous:
+            if f.path == previous:
+                raise _invalid(
+                    f"duplicate path {f.path!r}",
+                    code=ErrorCode.PATH_UNSAFE,
+                    detail={"path": f.path},
+                )
+            raise _invalid(
+                f"files are not sorted by path: {f.path!r} follows {previous!r}",
+                detail={"path": f.path, "previous": previous},
+            )
+        previous = f.path
+
+
+def _check_tree(files: tuple[FileEntry, ...]) -> None:
+    """No duplicate paths (case-insensitively) and no file that is also a directory.
+
+    The tree is a map from (parent node, lower-cased segment) to node, so each path costs
+    one lookup per segment: linear in path bytes, where collecting every directory prefix
+    as a string would cost depth times length per path.
+    """
+    nodes: dict[tuple[int, str], int] = {}
+    file_nodes: set[int] = set()
+    for f in files:
+        *dirs, name = f.path.lower().split("/")
+        parent = 0
+        for segment in dirs:
+            node = nodes.setdefault((parent, segment), len(nodes) + 1)
+            if node in file_nodes:
+                _clash(f.path)
+            parent = node
+        node = nodes.get((parent, name), 0)
+        if node in file_nodes:
             raise _invalid(
                 f"duplicate path {f.path!r}", code=ErrorCode.PATH_UNSAFE, detail={"path": f.path}
             )
-        seen.add(key)
-        parts = key.split("/")
-        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
-    clash = seen & dirs
-    if clash:
-        path = sorted(clash)[0]
-        raise _invalid(
-            f"path {path!r} is both a file and a directory",
-            code=ErrorCode.PATH_UNSAFE,
-            detail={"path": path},
-        )
+        if node:
+            _clash(f.path)
+        node = len(nodes) + 1
+        nodes[(parent, name)] = node
+        file_nodes.add(node)
+
+
+def _clash(path: str) -> None:
+    raise _invalid(
+        f"path {path!r} is a file inside another file, or a file that is also a directory",
+        code=ErrorCode.PATH_UNSAFE,
+        detail={"path": path},
+    )

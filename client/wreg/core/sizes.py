@@ -28,5 +28,11 @@ MAX_CHUNK_ENCODED: Final = MAX_CHUNK_RAW + 64 * KiB
 MAX_MANIFEST_BYTES: Final = 64 * MiB
 MAX_MANIFEST_FILES: Final = 100_000
 MAX_PATH_LENGTH: Final = 1024
+# Segments in one path (``a/b/c`` has 3): deeper trees are refused, not walked.
+MAX_PATH_DEPTH: Final = 64
+# UTF-8 bytes of all of one manifest's paths together; validation is linear in these.
+MAX_MANIFEST_PATH_BYTES: Final = 4 * MiB
+# Nesting of arrays and objects in a manifest (the document itself is depth 1).
+MAX_JSON_DEPTH: Final = 32
 MAX_MISSING_QUERY: Final = 20_000
 MAX_JSON_BODY: Final = 4 * MiB

@@ -88,12 +88,17 @@ def _body_timeout(request: Request) -> float:
 
 
 async def read_json(request: Request, model: type[M], limit: int) -> M:
-    """Parse a capped JSON body into ``model``; malformed input is ``BODY_INVALID``."""
+    """Parse a capped JSON body into ``model``; malformed input is ``BODY_INVALID``, and
+    so is nesting too deep for the parser (``RecursionError``, linear to reach)."""
     raw = await read_limited(request, limit)
     try:
         doc: Any = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ErrorCode.BODY_INVALID.error(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # json's answer to [[[[…]]]]: the client's fault, not a 500
+        raise ErrorCode.BODY_INVALID.error(
+            "request body nests arrays or objects too deeply"
+        ) from None
     try:
         return model.model_validate(doc)
     except ValidationError as exc:

@@ -6,7 +6,9 @@ nobody handled are logged with that id and answered as ``INTERNAL`` in the usual
 shape — Starlette's own last-resort handler sits outside user middleware and would send
 neither the id nor our format. Those that say the index or the object store could not be
 reached (SQLAlchemy's connection errors, the store's ``BackendError``) are answered
-``503 UNAVAILABLE`` instead (transient: clients retry it).
+``503 UNAVAILABLE`` instead (transient: clients retry it). A client that hangs up
+mid-request (Starlette's ``ClientDisconnect``) gets no answer and no error log: it is
+logged at INFO and recorded with status 499.
 
 Each request also gets one access log line (logger ``wreg_server.access``: method, route
 template, status, duration) and is counted in the app's ``Metrics`` by route *template*
@@ -24,6 +26,7 @@ import uuid
 from typing import Final
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wreg.core.errors import ErrorCode
@@ -37,6 +40,8 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("wreg_server.access")
 
 HEADER: Final = "X-Request-Id"
+# Recorded (access log, metrics) for a request whose client hung up first; nginx's code.
+CLIENT_CLOSED: Final = 499
 _SANE_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -77,6 +82,13 @@ class RequestContextMiddleware:
         metrics_token = metrics_module.bind(self.metrics)
         try:
             await self.app(scope, receive_counted, send_with_id)
+        except ClientDisconnect:
+            # The client hung up mid-request: nobody to answer, and not a server failure.
+            status = CLIENT_CLOSED
+            log.info(
+                "request %s: client disconnected: %s %s",
+                *(request_id, scope.get("method"), scope.get("path")),
+            )
         except Exception as exc:
             backend = _unreachable_backend(exc)
             if backend is None:
