@@ -16,6 +16,7 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -83,37 +84,169 @@ def resolve_offline(cache: NodeCache, ref: Reference) -> Manifest:
     return manifest
 
 
-def materialize(cache: NodeCache, files: Manifest | Iterable[FileEntry], dest: Path) -> None:
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class _Dirs:
+    """Directory fds under ``dest``, each opened relative to its parent with
+    ``O_NOFOLLOW``: a symlink planted in any component is refused, never followed."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self._fds: dict[tuple[str, ...], int] = {(): os.open(dest, os.O_RDONLY | os.O_DIRECTORY)}
+
+    def get(self, parts: tuple[str, ...], create: bool) -> int | None:
+        """The fd of ``dest/parts``; ``None`` if it is missing and not ``create``."""
+        if parts in self._fds:
+            return self._fds[parts]
+        parent = self.get(parts[:-1], create)
+        if parent is None:
+            return None
+        name = parts[-1]
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                return None
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o777, dir_fd=parent)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except OSError:  # ELOOP: a symlink; ENOTDIR: a file
+            raise _unsafe(self.dest, parts, parent) from None
+        if len(self._fds) > 256:  # bound open fds on wide trees; reopened on demand
+            self.close(keep_root=True)
+        self._fds[parts] = fd
+        return fd
+
+    def close(self, keep_root: bool = False) -> None:
+        for parts, fd in list(self._fds.items()):
+            if parts or not keep_root:
+                os.close(fd)
+                del self._fds[parts]
+
+
+def _unsafe(dest: Path, parts: tuple[str, ...], parent: int) -> WregError:
+    where = dest.joinpath(*parts)
+    try:
+        st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+        what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+    except OSError:
+        what = "not a directory"
+    return ErrorCode.LOCAL_PATH_UNSAFE.error(
+        f"refusing to write under {where}: it is {what} (wreg never writes through links in -o DIR)"
+    )
+
+
+def _same_content(name: str, fd: int, entry: FileEntry) -> bool:
+    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    size = _buffers.buffer_size(8 << 20)
+    buf = _buffers.take(size)
+    view = memoryview(buf)
+    hasher = Hasher()
+    try:
+        with open(src, "rb", buffering=0) as f:
+            while n := f.readinto(view):
+                hasher.update(view[:n])
+    finally:
+        _buffers.give(buf)
+    return hasher.digest() == entry.digest
+
+
+def _needs_write(cache: NodeCache, dirs: _Dirs, entry: FileEntry, force: bool) -> bool:
+    """Whether ``entry`` must be written; raises if something other than its content is
+    in the way (a symlink, a directory, or, without ``force``, a different file)."""
+    parts = tuple(entry.path.split("/"))
+    if any(p in ("", ".", "..") for p in parts):
+        raise ErrorCode.LOCAL_PATH_UNSAFE.error(
+            f"refusing to write {entry.path!r}: not a plain path"
+        )
+    fd = dirs.get(parts[:-1], create=False)
+    if fd is None:
+        return True
+    try:
+        st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return True
+    final = dirs.dest / entry.path
+    if stat.S_ISLNK(st.st_mode) and not force:
+        raise ErrorCode.LOCAL_PATH_UNSAFE.error(
+            f"refusing to write {final}: it is a symlink (--force replaces the link itself)"
+        )
+    if stat.S_ISDIR(st.st_mode):
+        raise ErrorCode.LOCAL_FILE_EXISTS.error(f"cannot write {final}: a directory is in the way")
+    if stat.S_ISREG(st.st_mode):
+        blob = cache.blob_path(entry.digest).stat()
+        if (st.st_dev, st.st_ino) == (blob.st_dev, blob.st_ino):
+            return False
+        if st.st_size == entry.size and _same_content(parts[-1], fd, entry):
+            return False
+    if not force:
+        raise ErrorCode.LOCAL_FILE_EXISTS.error(
+            f"refusing to overwrite {final}: it holds other content (--force overwrites it)"
+        )
+    return True
+
+
+def materialize(
+    cache: NodeCache,
+    files: Manifest | Iterable[FileEntry],
+    dest: Path,
+    *,
+    force: bool = False,
+) -> None:
     """Put the files under ``dest``: hardlinks to cached blobs, else copies.
 
-    Each file is staged under a temporary name and renamed, so ``dest`` never holds a
-    partial file under a final name.
+    Nothing is written outside ``dest``: each directory below it is opened relative to
+    its parent with ``O_NOFOLLOW`` and each file is created and renamed relative to its
+    directory's fd, so a symlink planted in any component is refused, never followed
+    (``LOCAL_PATH_UNSAFE``). A file already there with the same content (the cached
+    blob's inode, or the same size and digest) is left alone; a different one is refused
+    before anything is written (``LOCAL_FILE_EXISTS``) unless ``force``, which replaces
+    it (the directory entry, never the target of a link). Each file is staged under a
+    temporary name and renamed, so ``dest`` never holds a partial file under a final name.
     """
     entries = files.files if isinstance(files, Manifest) else files
     if dest.exists() and not dest.is_dir():
         raise ErrorCode.LOCAL_PATH_MISSING.error(f"cannot write to {dest}: not a directory")
-    for entry in entries:
-        final = dest / entry.path
-        final.parent.mkdir(parents=True, exist_ok=True)
-        blob = cache.blob_path(entry.digest)
+    dest.mkdir(parents=True, exist_ok=True)
+    dirs = _Dirs(dest)
+    try:
+        todo = [e for e in entries if _needs_write(cache, dirs, e, force)]
+        for entry in todo:
+            parts = tuple(entry.path.split("/"))
+            fd = dirs.get(parts[:-1], create=True)
+            assert fd is not None  # noqa: S101 - narrows: create=True opens or raises
+            _place(cache.blob_path(entry.digest), fd, parts[-1], entry.mode)
+    finally:
+        dirs.close()
+
+
+def _place(blob: Path, fd: int, name: str, mode: int) -> None:
+    staging = f".{name}.wreg-{uuid.uuid4().hex[:8]}"
+    try:
         try:
-            if final.stat().st_ino == blob.stat().st_ino:
-                continue
-        except FileNotFoundError:
-            pass
-        staging = final.with_name(f".{final.name}.wreg-{uuid.uuid4().hex[:8]}")
-        try:
+            os.link(blob, staging, dst_dir_fd=fd)
+        except OSError:  # another filesystem: copy into a file only we created
+            out = os.open(
+                staging,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o644,
+                dir_fd=fd,
+            )
+            with open(out, "wb") as dst, open(blob, "rb") as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+                os.fchmod(dst.fileno(), 0o644)
+        if mode & 0o111:
+            staged = os.open(staging, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
             try:
-                os.link(blob, staging)
-            except OSError:
-                shutil.copyfile(blob, staging)
-                os.chmod(staging, 0o644)
-            if entry.mode & 0o111:
-                os.chmod(staging, os.stat(staging).st_mode | 0o111)  # noqa: S103 - the manifest's exec bit
-            os.replace(staging, final)
-        except BaseException:  # e.g. a full disk mid-copy: leave no staging file behind
-            staging.unlink(missing_ok=True)
-            raise
+                os.fchmod(staged, os.fstat(staged).st_mode | 0o111)  # the manifest's exec bit
+            finally:
+                os.close(staged)
+        os.rename(staging, name, src_dir_fd=fd, dst_dir_fd=fd)
+    except BaseException:  # e.g. a full disk mid-copy: leave no staging file behind
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging, dir_fd=fd)
+        raise
 
 
 def _known_snapshots(cache: NodeCache) -> list[tuple[str, str]]:

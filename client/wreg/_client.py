@@ -69,9 +69,17 @@ class Client:
         ref: str | None = None,
         *,
         progress: Progress | None = None,
+        follow_symlinks: bool = False,
     ) -> PushResult:
-        """Upload the directory ``path`` as ``ref`` (default: ``<dirname>@latest``)."""
-        return asyncio.run(self.apush(path, ref, progress=progress))
+        """Upload the directory ``path`` as ``ref`` (default: ``<dirname>@latest``).
+
+        A symlink that leaves ``path`` (or leads nowhere) is skipped and listed in
+        ``PushResult.skipped``, unless ``follow_symlinks``; a symlink to a file inside
+        pushes that file's content.
+        """
+        return asyncio.run(
+            self.apush(path, ref, progress=progress, follow_symlinks=follow_symlinks)
+        )
 
     async def apush(
         self,
@@ -79,6 +87,7 @@ class Client:
         ref: str | None = None,
         *,
         progress: Progress | None = None,
+        follow_symlinks: bool = False,
     ) -> PushResult:
         root = Path(path)
         parsed = Reference.parse(ref) if ref else _push.default_reference(root)
@@ -93,6 +102,7 @@ class Client:
                     self.concurrency,
                     cache=cache,
                     inflight_bytes=self.inflight_bytes,
+                    follow_symlinks=follow_symlinks,
                 )
 
     def pull(
@@ -104,6 +114,7 @@ class Client:
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
         max_total: int | str | None = None,
+        force: bool = False,
     ) -> PullResult:
         """Fetch ``ref`` into the node cache; with ``dest``, also materialise it there.
 
@@ -118,10 +129,22 @@ class Client:
         write (files missing from the cache, plus copies into ``dest`` on another
         filesystem); by default each filesystem's free space. Past it the pull fails
         before writing anything (``PULL_TOO_LARGE``).
+
+        Nothing is written outside ``dest``, nor through a symlink planted in it
+        (``LOCAL_PATH_UNSAFE``). A file already in ``dest`` with other content than the
+        model's is refused before anything is written (``LOCAL_FILE_EXISTS``), unless
+        ``force``; a file with the same content is left as it is, so pulling again is a
+        no-op.
         """
         return asyncio.run(
             self.apull(
-                ref, dest, progress=progress, include=include, exclude=exclude, max_total=max_total
+                ref,
+                dest,
+                progress=progress,
+                include=include,
+                exclude=exclude,
+                max_total=max_total,
+                force=force,
             )
         )
 
@@ -134,6 +157,7 @@ class Client:
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
         max_total: int | str | None = None,
+        force: bool = False,
     ) -> PullResult:
         parsed = Reference.parse(ref)
         if isinstance(max_total, str):
@@ -157,6 +181,7 @@ class Client:
                     include=include,
                     exclude=exclude,
                     max_total=max_total,
+                    force=force,
                 )
 
     # -- listing -----------------------------------------------------------------

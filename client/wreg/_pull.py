@@ -207,6 +207,7 @@ async def pull(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     max_total: int | None = None,
+    force: bool = False,
 ) -> PullResult:
     """Pull ``ref`` into the node cache; ``registry=None`` means offline.
 
@@ -244,7 +245,7 @@ async def pull(
             cache.write_ref(ref.name, ref.tag, manifest.digest)
         out = snapshot
         if dest is not None:
-            materialize(cache, selected, dest)
+            materialize(cache, selected, dest, force=force)
             out = dest
     finally:
         snapshot_lock.release()

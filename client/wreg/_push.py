@@ -61,30 +61,54 @@ class _Source(NamedTuple):
     chunk: HashedChunk
 
 
-def scan_tree(root: Path) -> list[tuple[Path, str, int]]:
+def scan_tree(root: Path, follow_symlinks: bool = False) -> list[tuple[Path, str, int]]:
     """(absolute path, POSIX relative path, mode) of every regular file under ``root``."""
-    return [(p, rel, mode) for p, rel, mode, _st in _scan(root)]
+    return [(p, rel, mode) for p, rel, mode, _st in _scan(root, follow_symlinks)[0]]
 
 
-def _scan(root: Path) -> list[tuple[Path, str, int, os.stat_result]]:
+def _scan(
+    root: Path, follow_symlinks: bool = False
+) -> tuple[list[tuple[Path, str, int, os.stat_result]], list[str]]:
+    """The files to push, and the relative paths of the symlinks skipped.
+
+    A symlink to a file inside ``root`` pushes its content; a symlink to a directory is
+    not descended. A symlink that leaves ``root`` (or leads nowhere) is skipped and
+    listed, so a push never uploads what lies outside the directory by accident;
+    ``follow_symlinks`` follows every link, to files and directories, wherever it leads.
+    """
     if not root.exists():
         raise ErrorCode.LOCAL_PATH_MISSING.error(f"cannot push {root}: no such file or directory")
     if not root.is_dir():
         raise ErrorCode.LOCAL_PATH_MISSING.error(f"cannot push {root}: not a directory")
+    inside = root.resolve()
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    skipped = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_symlinks):
         dirnames.sort()
-        for name in sorted(filenames):
+        names = sorted(filenames)
+        if not follow_symlinks:  # a link to a directory outside: say it is not pushed
+            names = sorted([*names, *(d for d in dirnames if (Path(dirpath) / d).is_symlink())])
+        for name in names:
             path = Path(dirpath) / name
-            st = path.stat()  # follows symlinks: a link to a file pushes its content
+            rel = path.relative_to(root).as_posix()
+            if not follow_symlinks and path.is_symlink():
+                if not path.resolve().is_relative_to(inside) or not path.exists():
+                    skipped.append(rel)
+                    continue
+                if path.is_dir():
+                    continue  # a link to a directory inside: not descended, as before
+            try:
+                st = path.stat()  # a link to a file inside pushes its content
+            except FileNotFoundError:  # a broken link
+                skipped.append(rel)
+                continue
             if not stat.S_ISREG(st.st_mode):
                 continue
-            rel = path.relative_to(root).as_posix()
             mode = MODE_EXEC if st.st_mode & 0o111 else MODE_FILE
             found.append((path, rel, mode, st))
     if not found:
         raise ErrorCode.LOCAL_EMPTY.error(f"nothing to push: {root} contains no files")
-    return found
+    return found, skipped
 
 
 def default_reference(root: Path) -> Reference:
@@ -108,10 +132,12 @@ async def push(
     *,
     cache: NodeCache | None = None,
     inflight_bytes: int = 128 << 20,
+    follow_symlinks: bool = False,
 ) -> PushResult:
     if ref.digest is not None:
         raise ErrorCode.REFERENCE_INVALID.error("push needs a tag, not a digest")
-    files = [_File(p.absolute(), rel, mode, st) for p, rel, mode, st in _scan(root)]
+    scanned, skipped = _scan(root, follow_symlinks)
+    files = [_File(p.absolute(), rel, mode, st) for p, rel, mode, st in scanned]
     if cache is not None:
         for f in files:
             known = cache.stat_lookup(f.path, f.st, CHUNKER)
@@ -232,6 +258,7 @@ async def push(
         chunks_total=len(where),
         chunks_new=len(missing),
         bytes_hashed=sum(f.st.st_size for f in to_hash),
+        skipped=skipped,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -21,6 +21,8 @@ class PushResult:
     chunks_new: int
     bytes_hashed: int = 0
     """Raw bytes read and hashed; files the stat cache knows unchanged are not read."""
+    skipped: list[str] = field(default_factory=list)
+    """Relative paths of symlinks not followed: they leave the directory or lead nowhere."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

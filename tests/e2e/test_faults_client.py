@@ -174,7 +174,10 @@ def test_disk_full_cache_gives_one_line_error_and_stays_consistent(
     with small_disk(16 * MiB) as disk:
         cache = disk.path / "cache"
         env = os.environ | {"WREG_URL": server.url, "WREG_CACHE": str(cache)}
-        out = wreg("pull", "faults/model@v1", "--json", env=env, preexec=disk.preexec())
+        # --max-total past the disk: the free-space check would refuse up front
+        # (tests/e2e/test_pull_limits.py); this test is about the disk filling mid-pull.
+        pull = ("pull", "faults/model@v1", "--json", "--max-total", "1G")
+        out = wreg(*pull, env=env, preexec=disk.preexec())
         line = one_line_error(out)
         assert ("No space left on device" in line) or (disk.how == "rlimit"), line
         assert_cache_consistent(cache, manifest)

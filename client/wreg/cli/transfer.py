@@ -27,17 +27,22 @@ def push(
         str | None,
         typer.Argument(help="NAME[@TAG]; default: the directory's name @latest."),
     ] = None,
+    follow_symlinks: Annotated[
+        bool,
+        typer.Option("--follow-symlinks", help="Follow symlinks that leave the directory."),
+    ] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Upload a model directory; only chunks the registry lacks are sent."""
     with errors(), progress(not as_json) as bars:
-        r = client(url, token).push(directory, ref, progress=bars)
+        r = client(url, token).push(directory, ref, progress=bars, follow_symlinks=follow_symlinks)
+    skips = "".join(f"skipped {p}: a symlink out of the directory\n" for p in r.skipped)
     emit(
         as_json,
         r.to_json(),
-        f"pushed {r.reference} {r.manifest}\n"
+        f"{skips}pushed {r.reference} {r.manifest}\n"
         f"  {r.files} files, {human_size(r.bytes_total)}; new {human_size(r.bytes_new)} "
         f"in {r.chunks_new}/{r.chunks_total} chunks, sent {human_size(r.bytes_sent)}",
     )
@@ -72,6 +77,10 @@ def pull(
             help="Refuse to write more than SIZE (e.g. 500G); default: the free space.",
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Overwrite files in DIR that hold other content."),
+    ] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -91,6 +100,7 @@ def pull(
             include=include or (),
             exclude=exclude or (),
             max_total=max_total,
+            force=force,
         )
     emit(
         as_json,

@@ -191,6 +191,19 @@ class ErrorCode(Enum):
         "A local path to push or write to does not exist or is not a directory.",
         _K.INVALID,
     )
+    LOCAL_PATH_UNSAFE = (
+        None,
+        "refusing to write through a link",
+        "A component of a path under `-o DIR` is a symlink or not a directory; wreg never"
+        " writes through links in DIR.",
+        _K.INVALID,
+    )
+    LOCAL_FILE_EXISTS = (
+        None,
+        "a different file is in the way",
+        "A file under `-o DIR` holds other content than the model's; `--force` replaces it.",
+        _K.INVALID,
+    )
     LOCAL_EMPTY = (None, "nothing to push", "The directory to push holds no files.", _K.INVALID)
     FILTER_INVALID = (
         None,
