@@ -137,19 +137,24 @@ def _unsafe(dest: Path, parts: tuple[str, ...], parent: int) -> WregError:
     )
 
 
-def _same_content(name: str, fd: int, entry: FileEntry) -> bool:
-    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-    size = _buffers.buffer_size(8 << 20)
-    buf = _buffers.take(size)
+def _file_digest(file: int | Path) -> str:
+    """The blake3 digest of a whole file (an open fd, which it closes, or a path), read
+    through one reused buffer."""
+    buf = _buffers.take(_buffers.buffer_size(8 << 20))
     view = memoryview(buf)
     hasher = Hasher()
     try:
-        with open(src, "rb", buffering=0) as f:
+        with open(file, "rb", buffering=0) as f:
             while n := f.readinto(view):
                 hasher.update(view[:n])
     finally:
         _buffers.give(buf)
-    return hasher.digest() == entry.digest
+    return hasher.digest()
+
+
+def _same_content(name: str, fd: int, entry: FileEntry) -> bool:
+    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    return _file_digest(src) == entry.digest
 
 
 def _needs_write(cache: NodeCache, dirs: _Dirs, entry: FileEntry, force: bool) -> bool:
@@ -467,17 +472,7 @@ def prune(cache: NodeCache, max_size: int, dry_run: bool = False) -> PruneResult
 
 
 def _blob_ok(path: Path) -> bool:
-    size = _buffers.buffer_size(8 << 20)
-    buf = _buffers.take(size)
-    view = memoryview(buf)
-    hasher = Hasher()
-    try:
-        with open(path, "rb", buffering=0) as f:
-            while n := f.readinto(view):
-                hasher.update(view[:n])
-    finally:
-        _buffers.give(buf)
-    return hasher.digest() == digest_of_hex(path.name)
+    return _file_digest(path) == digest_of_hex(path.name)
 
 
 def verify(
