@@ -236,12 +236,15 @@ class NodeCache:
         except (FileNotFoundError, UnicodeDecodeError):
             return set()
         lines = text.split("\n")
-        if lines[0] != f"{_PROGRESS_MAGIC} {entry.digest} {entry.size}" or part_size != entry.size:
+        if lines[0] != f"{_PROGRESS_MAGIC} {entry.digest} {entry.size}" or part_size > entry.size:
             return set()
+        # The part file grows as chunks land (sparse, in any order): a recorded chunk
+        # counts only if the file reaches its end.
+        ends = [offset + chunk.size for offset, chunk in entry.chunk_offsets()]
         done = set()
         for line in lines[1:-1]:  # the last piece has no newline yet: maybe half-written
             for word in line.split():
-                if word.isdigit() and int(word) < len(entry.chunks):
+                if word.isdigit() and int(word) < len(ends) and ends[int(word)] <= part_size:
                     done.add(int(word))
         return done
 

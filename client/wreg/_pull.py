@@ -1,6 +1,6 @@
 """Pull: resolve → plan → seed from the node cache → fetch the rest in parallel →
-decode + verify each chunk → ``pwrite`` into a preallocated temp file → verify the whole
-file → atomic rename into ``blobs/`` → snapshot (and ``-o DIR``).
+decode + verify each chunk → ``pwrite`` into a temp file that grows as verified chunks
+land → verify the whole file → atomic rename into ``blobs/`` → snapshot (and ``-o DIR``).
 
 Memory is bounded: at most ``inflight_bytes`` of chunk buffers exist, allocated once and
 reused (``wreg._buffers``), and the number of chunks in flight follows from it.
@@ -316,16 +316,12 @@ def _open_target(cache: NodeCache, t: _Target) -> None:
         t.record = cache.start_progress(t.entry)
         return
     cache.reset_partial(t.entry)
-    try:  # a full disk fails here: leave no partial file that no record vouches for
+    try:
+        # Not preallocated: the file grows (sparsely, in any order) only as verified
+        # chunks land, so a manifest that declares huge files costs nothing until its
+        # bytes arrive and verify; check_room bounds the total beforehand.
         t.fd = os.open(t.temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         share_file(t.fd)
-        if t.entry.size:
-            try:
-                os.posix_fallocate(t.fd, 0, t.entry.size)
-            except OSError as exc:
-                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                    raise
-                os.ftruncate(t.fd, t.entry.size)
         t.record = cache.start_progress(t.entry)
     except BaseException:
         _close(t)

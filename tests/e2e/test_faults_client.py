@@ -35,6 +35,7 @@ from wreg.core.manifest import Manifest
 from wreg.testing.servers import RunningServer
 
 MiB = 1 << 20
+KiB = 1 << 10
 
 
 @pytest.fixture(scope="module")
@@ -255,6 +256,27 @@ def test_permanent_transport_fault_fails_clearly_after_retries(
     c = next(f for f in manifest.files if f.path == "c.bin")
     assert not (cache / "blobs" / c.digest[7:]).exists()
     assert_cache_consistent(cache, manifest)
+
+
+def test_partial_file_holds_only_verified_chunks(
+    server: RunningServer, manifest: Manifest, tmp_path: Path
+) -> None:
+    """A file is not preallocated to the size a manifest declares: after a pull that got
+    one chunk of c.bin and then lost the registry, its partial file takes that chunk's
+    room on disk, not the file's."""
+    c = next(f for f in manifest.files if f.path == "c.bin")
+    rest = [chunk.digest for chunk in c.chunks[1:]]
+    cache = tmp_path / "cache"
+    with fault_proxy(server.url) as p:
+        p.permanent = dict.fromkeys(rest, "reset")
+        env = os.environ | {"WREG_URL": p.url, "WREG_CACHE": str(cache)}
+        out = wreg("pull", "faults/model@v1", "--include", "c.bin", env=env)
+    one_line_error(out, f"registry at {p.url} broke during the download of chunk")
+    parts = list((cache / "tmp").glob("*.part"))
+    assert [part.name for part in parts] == [f"{c.digest[7:]}.part"]
+    allocated = parts[0].stat().st_blocks * 512
+    assert 0 < allocated <= c.chunks[0].size + 64 * KiB, (allocated, c.size)
+    assert c.size > 4 * c.chunks[0].size
 
 
 def test_altered_body_is_refused_without_retry_and_never_written(
