@@ -252,7 +252,7 @@ def run(runs: int) -> str:
         "",
         "What the count means at scale (140 GB of weights in tensors much larger than "
         f"CHUNK_MAX; {per_chunk} manifest bytes per chunk; "
-        f"{MAX_MISSING_QUERY} digests per /v1/chunks/missing query):",
+        f"{MAX_MISSING_QUERY} digests per .../chunks/missing query):",
         "",
         "| CHUNK_MAX | chunks | manifest | missing queries |",
         "|---|---|---|---|",

@@ -4,9 +4,9 @@ Starts a real ``wreg-server serve`` on 127.0.0.1 (embedded default: SQLite index
 store, in a temp dir), then runs ``--clients`` asyncio clients (aiohttp, one connection
 pool each) for ``--duration`` seconds. Each client repeats one cycle:
 
-    push:  encode K fresh chunks -> POST /v1/chunks/missing -> PUT each missing chunk
+    push:  encode K fresh chunks -> POST .../chunks/missing -> PUT each missing chunk
            -> PUT manifest ?tag=v<i>
-    pull:  GET manifest by tag -> POST /v1/chunks/missing (must be empty) -> GET each
+    pull:  GET manifest by tag -> POST .../chunks/missing (must be empty) -> GET each
            chunk -> decode and verify its digest
 
 Every unexpected status, failed verification or exception is an error; the run must end
@@ -129,17 +129,18 @@ async def cycle(
     digests = [digest_bytes(r) for r in raw]
     encoded = {d: encode_chunk(r) for d, r in zip(digests, raw, strict=True)}
     name = f"load/client-{client}"
+    chunks = f"/v1/repositories/{name}/chunks"
     tag = f"v{n}"
 
     # push
     async with Timed(stats, "missing (push)"):
-        resp = await session.post("/v1/chunks/missing", json={"digests": digests})
+        resp = await session.post(f"{chunks}/missing", json={"digests": digests})
         missing = json.loads(await expect(resp, 200))["missing"]
     if missing != ([] if repeat else digests):
         raise RuntimeError(f"wrong missing list on {'re-push' if repeat else 'fresh push'}")
     for digest in missing:
         async with Timed(stats, "chunk PUT"):
-            resp = await session.put(f"/v1/chunks/{digest}", data=encoded[digest])
+            resp = await session.put(f"{chunks}/{digest}", data=encoded[digest])
             await expect(resp, 201)
         if stats.measuring:
             stats.bytes_up += len(encoded[digest])
@@ -168,13 +169,13 @@ async def cycle(
         raise RuntimeError(f"{name}@{tag}: manifest bytes do not match {manifest.digest}")
     wanted = [c.digest for f in Manifest.from_json_bytes(fetched).files for c in f.chunks]
     async with Timed(stats, "missing (pull)"):
-        resp = await session.post("/v1/chunks/missing", json={"digests": wanted})
+        resp = await session.post(f"{chunks}/missing", json={"digests": wanted})
         still = json.loads(await expect(resp, 200))["missing"]
     if still:
         raise RuntimeError(f"{name}@{tag}: committed chunks reported missing: {still}")
     for digest, original in zip(wanted, raw, strict=True):
         async with Timed(stats, "chunk GET"):
-            resp = await session.get(f"/v1/chunks/{digest}")
+            resp = await session.get(f"{chunks}/{digest}")
             blob = await expect(resp, 200)
         if bytes(decode_chunk(blob, expected_digest=digest)) != original:
             raise RuntimeError(f"chunk {digest} decoded to other bytes")

@@ -42,6 +42,9 @@ BIN = Path(sys.executable).parent
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+CHUNKS = "/v1/repositories/bench/datapath/chunks"
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` and its live children."""
     pids = [pid]
@@ -104,7 +107,7 @@ def main() -> int:
         digests = sorted({c["digest"] for f in body.json()["files"] for c in f["chunks"]})
         paths = [f"chunks/{d[7:9]}/{d[7:]}" for d in digests]
         servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {
-            "uvicorn (wreg-server serve)": (uvicorn.process, f"{uvicorn.url}/v1/chunks/")
+            "uvicorn (wreg-server serve)": (uvicorn.process, f"{uvicorn.url}{CHUNKS}/")
         }
         if shutil.which(str(BIN / "granian")) or (BIN / "granian").exists():
             gport = free_port()
@@ -125,13 +128,13 @@ def main() -> int:
             )
             procs.append(granian)
             wait_for_http(f"http://127.0.0.1:{gport}/healthz", granian)
-            servers["granian (same app)"] = (granian, f"http://127.0.0.1:{gport}/v1/chunks/")
+            servers["granian (same app)"] = (granian, f"http://127.0.0.1:{gport}{CHUNKS}/")
         nginx, ng_url = start_nginx(data / "objects", work)
         procs.append(nginx)
         servers["nginx sendfile (floor)"] = (nginx, f"{ng_url}/")
         rows = []
         for name, (proc, base) in servers.items():
-            names = digests if "v1/chunks" in base else paths
+            names = digests if CHUNKS in base else paths
             urls = [base + n for n in names]
             walls, cpus, size = [], [], 0
             for _ in range(args.runs):

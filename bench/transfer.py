@@ -324,7 +324,8 @@ def main() -> int:
         # store with sendfile (the X-Accel-Redirect idea), the rest proxied.
         objects = work / f"data{args.runs - 1}" / "objects" / "chunks"
         front_conf = (
-            '        location ~ "^/v1/chunks/blake3:([0-9a-f]{2})([0-9a-f]{62})$" {\n'
+            '        location ~ "^/v1/repositories/.+/chunks/'
+            'blake3:([0-9a-f]{2})([0-9a-f]{62})$" {\n'
             "            limit_except GET HEAD { deny all; }\n"
             f"            alias {objects}/$1/$1$2;\n"
             "        }\n"

@@ -6,9 +6,25 @@ list, prune, pin, verify) are in ``wreg._cache_ops``.
 A file only ever appears under ``blobs/`` by an atomic rename after its whole-file
 digest has been checked, so a reader never sees half a file, whatever was killed when.
 
-Sharing: directories are created group-writable with the setgid bit (``2775``) so every
-member of the directory's group can pull into the cache; blobs are read-only for
-everyone. Give the cache root the group you want (``chgrp``) once.
+Sharing (``Sharing``): a cache is **private** unless ``WREG_CACHE_SHARED=group``, or its
+root already exists group-writable with the setgid bit (``chgrp G root; chmod 2775
+root``). A private cache's directories are created ``0700`` and its files ``0600`` (the
+umask can narrow them further), its blobs ``0444`` less the umask. A **group** cache's
+directories are created ``3775`` (setgid, and sticky so nobody replaces or removes
+another member's files; ``tmp/`` and ``locks/`` are ``2775``, since a stale lock or
+partial file of anyone must be cleared), the index and locks ``0664``, blobs ``0444``,
+partial files ``0644`` (only their owner writes them). Directories the cache did not
+create are never chmodded.
+
+Trust: a cached file is only what its name says once checked. A blob is used as is only
+if it is a read-only regular file owned by the caller, root or a uid of
+``WREG_CACHE_TRUSTED_UIDS``, and its size, mtime, ctime and inode are those recorded when
+it was committed (``blob_stats``: an edit through a hardlinked ``-o`` file changes
+them, and ctime cannot be set back without root); any other blob is re-hashed first, and
+one that fails is removed (or, if it cannot be, refused: ``CACHE_UNTRUSTED``). A
+manifest must hash to its file name; a ref must be owned by a trusted uid; the chunk
+index may only name byte ranges inside a regular file under ``blobs/``, and a chunk
+seeded from an untrusted blob is hashed before it is written.
 
 Locks are ``filelock.SoftFileLease`` markers: created with ``O_EXCL`` (which NFS v3+,
 Lustre and GPFS honour, unlike ``flock``, which they may silently keep node-local or
@@ -22,25 +38,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import shutil
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
+from wreg import _buffers
 from wreg._cache_layout import CacheLayout, is_hex, staging
-from wreg.core.digest import digest_of_hex, hex_of
+from wreg.core.digest import Hasher, digest_bytes, digest_of_hex, hex_of
+from wreg.core.errors import ErrorCode
 from wreg.core.manifest import FileEntry, Manifest
 
 if TYPE_CHECKING:
     from filelock import SoftFileLease
 
-DIR_MODE: Final = 0o2775
-FILE_MODE: Final = 0o664
-BLOB_MODE: Final = 0o444
 LEASE_SECONDS: Final = 30.0
 POLL_SECONDS: Final = 0.1
 """How often a wait for a lock (or for the file another process holds it for) looks again."""
@@ -53,6 +70,8 @@ _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS snapshots (repo TEXT NOT NULL, manifest TEXT NOT NULL,"
     " last_used REAL NOT NULL, pinned INTEGER NOT NULL DEFAULT 0,"
     " PRIMARY KEY (repo, manifest))",
+    "CREATE TABLE IF NOT EXISTS blob_stats (blob TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+    " mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS stat_cache (path TEXT PRIMARY KEY, size INTEGER NOT NULL,"
     " mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL,"
     " device INTEGER NOT NULL, chunker TEXT NOT NULL, digest TEXT NOT NULL,"
@@ -60,12 +79,68 @@ _SCHEMA: Final = (
 )
 
 
+SharingSetting = Literal["auto", "group", "private"]
+_READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+"""Opening a cached file: never through a symlink, never blocking on a planted FIFO."""
+
+
+class Sharing(NamedTuple):
+    """The modes a cache creates its directories and files with (module docstring)."""
+
+    group: bool
+    dir_mode: int
+    """Directories whose entries only their owner may replace (sticky in a group cache)."""
+    open_dir_mode: int
+    """``tmp/`` and ``locks/``: anyone sharing the cache clears stale entries there."""
+    file_mode: int
+    """Files every user of the cache writes: the index, lock markers."""
+    own_file_mode: int
+    """Files only their owner writes: partial files, progress records, refs."""
+    blob_mode: int
+    """Blobs and manifests: read-only."""
+
+    @classmethod
+    def choose(cls, root: Path, setting: SharingSetting = "auto") -> Sharing:
+        """Group if asked, or if ``root`` already exists group-writable and setgid."""
+        group = setting == "group"
+        if setting == "auto":
+            with contextlib.suppress(OSError):
+                mode = root.stat().st_mode
+                group = mode & (stat.S_ISGID | stat.S_IWGRP) == stat.S_ISGID | stat.S_IWGRP
+        if group:
+            return cls(True, 0o3775, 0o2775, 0o664, 0o644, 0o444)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return cls(False, 0o700, 0o700, 0o600, 0o600, (0o444 & ~umask) | 0o400)
+
+
+def trusted_uids(extra: Iterable[int] = ()) -> frozenset[int]:
+    """Owners whose read-only blobs are used without re-hashing: the caller, root (who
+    can change any file anyway) and ``extra`` (``WREG_CACHE_TRUSTED_UIDS``)."""
+    return frozenset({os.geteuid(), 0, *extra})
+
+
+class BlobStat(NamedTuple):
+    """What must not have changed since a blob was committed for it to be used unread."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> BlobStat:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
 class ChunkLocation(NamedTuple):
-    """Where a cached blob holds a chunk."""
+    """Where a cached blob holds a chunk; ``trusted``: the blob needs no re-check (an
+    untrusted one's chunk is hashed before use)."""
 
     blob: Path
     offset: int
     length: int
+    trusted: bool = True
 
 
 class HashedChunk(NamedTuple):
@@ -107,23 +182,27 @@ class StatKey(NamedTuple):
     chunker: str
 
 
-def make_dir(path: Path) -> None:
-    """``mkdir -p`` whose new directories are group-writable and setgid (shared caches)."""
+def make_dir(path: Path, mode: int, root: Path, force_mode: bool) -> None:
+    """``mkdir -p``: new directories at or below ``root`` get ``mode`` (exactly, whatever
+    the umask, if ``force_mode``: a group cache), those above it the umask's default;
+    a directory that already exists is never touched."""
     missing = []
     p = path
     while not p.exists():
         missing.append(p)
         p = p.parent
     for d in reversed(missing):
+        inside = d == root or root in d.parents
         try:
-            d.mkdir()
+            d.mkdir(mode if inside else 0o777)
         except FileExistsError:
             continue
-        with contextlib.suppress(OSError):
-            os.chmod(d, DIR_MODE)
+        if inside and force_mode:
+            with contextlib.suppress(OSError):
+                os.chmod(d, mode)
 
 
-def share_file(path: Path | int, mode: int = FILE_MODE) -> None:
+def share_file(path: Path | int, mode: int) -> None:
     """Set ``mode`` whatever the umask (a path or an open descriptor); best effort."""
     with contextlib.suppress(OSError):
         if isinstance(path, int):
@@ -155,16 +234,28 @@ def _enter_wal(db: sqlite3.Connection, deadline_s: float = 60.0) -> None:
 class NodeCache:
     """The node cache; one per process and directory, not thread-safe (use from one loop)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        sharing: SharingSetting = "auto",
+        trusted: Iterable[int] = (),
+    ) -> None:
         self.root = root.expanduser()
         self.layout = CacheLayout(self.root)
+        self.sharing = Sharing.choose(self.root, sharing)
+        self.trusted = trusted_uids(trusted)
+        self._verified: dict[str, BlobStat] = {}  # blobs re-hashed by this process
+        open_dirs = (self.layout.tmp_dir, self.layout.locks_dir)
+        self.make_dir(self.root)
         for d in self.layout.dirs:
-            make_dir(d)
+            self.make_dir(d, self.sharing.open_dir_mode if d in open_dirs else None)
         db_path = self.layout.index_db
         fresh = not db_path.exists()
+        if fresh:  # created with its final mode, so it is never readable by more than that
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                share_file(db_path, self.sharing.file_mode)
         self._db = sqlite3.connect(db_path, timeout=60, isolation_level=None)
-        if fresh:
-            share_file(db_path)
         _enter_wal(self._db)
         self._db.execute("PRAGMA synchronous=NORMAL")
         for statement in _SCHEMA:
@@ -173,16 +264,100 @@ class NodeCache:
     def close(self) -> None:
         self._db.close()
 
+    def make_dir(self, path: Path, mode: int | None = None) -> None:
+        """``mkdir -p`` with this cache's mode for the directories it creates."""
+        mode = self.sharing.dir_mode if mode is None else mode
+        make_dir(path, mode, self.root, self.sharing.group)
+
     # -- blobs -------------------------------------------------------------------
 
     def blob_path(self, digest: str) -> Path:
         return self.layout.blob(hex_of(digest))
 
     def has_blob(self, entry: FileEntry) -> bool:
-        try:
-            return self.blob_path(entry.digest).stat().st_size == entry.size
-        except FileNotFoundError:
+        """Whether the blob for ``entry`` is there and holds its bytes.
+
+        A trusted blob (``blob_trusted``) is taken as it is; any other is re-hashed once
+        per process and stat, and removed if it does not match (``CACHE_UNTRUSTED`` if
+        it cannot be: another member's file in a group cache).
+        """
+        file_hex = hex_of(entry.digest)
+        st = self.blob_stat(file_hex)
+        if st is None or st.st_size != entry.size:
+            if st is not None:
+                self.discard_blob(file_hex, st, "is not the size its manifest says")
             return False
+        if self.blob_trusted(file_hex, st) or self._verified.get(file_hex) == BlobStat.of(st):
+            return True
+        if self.rehash_blob(file_hex):
+            return True
+        self.discard_blob(file_hex, st, "does not match its digest")
+        return False
+
+    def blob_present(self, entry: FileEntry) -> bool:
+        """Whether a file of the right size is there (no trust check: listings)."""
+        st = self.blob_stat(hex_of(entry.digest))
+        return st is not None and st.st_size == entry.size
+
+    def blob_stat(self, file_hex: str) -> os.stat_result | None:
+        """``lstat`` of ``blobs/<hex>``; ``None`` if missing (or not a regular file, which
+        is removed when possible: a symlink or FIFO planted there is never opened)."""
+        path = self.layout.blob(file_hex)
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
+        return st
+
+    def blob_trusted(self, file_hex: str, st: os.stat_result) -> bool:
+        """Usable without reading: read-only, owned by a trusted uid, and unchanged
+        (size, mtime, ctime, inode) since it was committed or last re-hashed."""
+        if st.st_uid not in self.trusted or st.st_mode & 0o222:
+            return False
+        row = self._db.execute(
+            "SELECT size, mtime_ns, ctime_ns, inode FROM blob_stats WHERE blob = ?", (file_hex,)
+        ).fetchone()
+        return row is not None and BlobStat(*row) == BlobStat.of(st)
+
+    def rehash_blob(self, file_hex: str) -> bool:
+        """Re-hash ``blobs/<hex>`` against its name; a match is remembered (in the index
+        if the blob is trusted otherwise, so the next pull reads it no more)."""
+        path = self.layout.blob(file_hex)
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except OSError:
+            return False
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or file_digest(fd) != digest_of_hex(file_hex):
+            return False
+        after = self.blob_stat(file_hex)
+        if after is None or BlobStat.of(after) != BlobStat.of(st):  # changed as we read
+            return False
+        self._verified[file_hex] = BlobStat.of(st)
+        if st.st_uid in self.trusted and not st.st_mode & 0o222:
+            self.record_blob(file_hex, st)
+        return True
+
+    def record_blob(self, file_hex: str, st: os.stat_result | None = None) -> None:
+        """Remember the blob's stat as the one it is trusted under."""
+        st = st or self.layout.blob(file_hex).lstat()
+        self._db.execute(
+            "INSERT OR REPLACE INTO blob_stats VALUES (?, ?, ?, ?, ?)",
+            (file_hex, *BlobStat.of(st)),
+        )
+
+    def discard_blob(self, file_hex: str, st: os.stat_result, why: str) -> None:
+        """Remove a blob that failed its check; refuse if it cannot be removed."""
+        if not self.remove_blob(file_hex):
+            raise ErrorCode.CACHE_UNTRUSTED.error(
+                f"{self.layout.blob(file_hex)} {why} and cannot be removed (owned by uid"
+                f" {st.st_uid}): ask its owner or an admin to delete it",
+                detail={"blob": digest_of_hex(file_hex), "owner": st.st_uid},
+            )
 
     def temp_path(self, digest: str) -> Path:
         """The file's assembly name under tmp/: deterministic, so a pull can resume it."""
@@ -191,39 +366,82 @@ class NodeCache:
     def progress_path(self, digest: str) -> Path:
         return self.layout.progress(hex_of(digest))
 
-    def commit_blob(self, temp: Path, entry: FileEntry) -> Path:
-        """Make a verified temp file the blob for ``entry`` and index its chunks."""
+    def commit_blob(self, temp: Path, entry: FileEntry, fd: int | None = None) -> Path:
+        """Make a verified temp file (open as ``fd``, if given) the blob for ``entry``,
+        record its stat and index its chunks.
+
+        Made read-only through ``fd`` before the rename, and the renamed file must be
+        that same inode: a file swapped in under the temp name is never committed.
+        """
         final = self.blob_path(entry.digest)
-        os.chmod(temp, BLOB_MODE)
+        mode = self.blob_mode(entry)
+        if fd is None:
+            fd = os.open(temp, _READ_FLAGS)
+            try:
+                return self.commit_blob(temp, entry, fd)
+            finally:
+                os.close(fd)
+        os.fchmod(fd, mode)
+        verified = os.fstat(fd)
         os.replace(temp, final)
+        st = final.lstat()
+        if (st.st_dev, st.st_ino) != (verified.st_dev, verified.st_ino):
+            self.remove_blob(hex_of(entry.digest))
+            raise ErrorCode.CACHE_UNTRUSTED.error(
+                f"{temp} was replaced by another file before it was committed; pull again"
+            )
         self.progress_path(entry.digest).unlink(missing_ok=True)
+        self.record_blob(hex_of(entry.digest), st)
         self.index_chunks(entry)
         return final
 
-    def remove_blob(self, hex_digest: str) -> None:
-        """Forget a blob: its file and its rows in the chunk index."""
-        self.layout.blob(hex_digest).unlink(missing_ok=True)
+    def blob_mode(self, entry: FileEntry) -> int:
+        """Read-only, with the manifest's exec bit where it is readable."""
+        mode = self.sharing.blob_mode
+        return mode | (mode >> 2 & 0o111) if entry.mode & 0o111 else mode
+
+    def remove_blob(self, hex_digest: str) -> bool:
+        """Forget a blob: its file and its rows in the index. False if the file could
+        not be removed (another member's, in a group cache's sticky ``blobs/``)."""
+        try:
+            self.layout.blob(hex_digest).unlink(missing_ok=True)
+        except PermissionError:
+            return False
+        self._verified.pop(hex_digest, None)
         self._db.execute("DELETE FROM chunks WHERE blob = ?", (hex_digest,))
+        self._db.execute("DELETE FROM blob_stats WHERE blob = ?", (hex_digest,))
+        return True
 
     def index_chunks(self, entry: FileEntry) -> None:
         rows = [(c.digest, hex_of(entry.digest), off, c.size) for off, c in entry.chunk_offsets()]
         self._db.executemany("INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?)", rows)
 
     def locate_chunks(self, digests: Iterable[str]) -> dict[str, ChunkLocation]:
-        """Chunks some cached blob already holds: digest -> where."""
+        """Chunks some cached blob already holds: digest -> where.
+
+        The index is only a hint (anyone sharing the cache can write it): a row counts
+        only if it names a regular file under ``blobs/`` by a hex name and a byte range
+        inside it; ``trusted`` says whether the blob passes ``blob_trusted`` (if not,
+        the seeding pull hashes the chunk before using it).
+        """
         found: dict[str, ChunkLocation] = {}
         wanted = list(digests)
-        present: dict[str, bool] = {}
+        blobs: dict[str, tuple[os.stat_result | None, bool]] = {}
         for i in range(0, len(wanted), 500):
             batch = wanted[i : i + 500]
             marks = ",".join("?" * len(batch))
             query = f"SELECT digest, blob, offset, length FROM chunks WHERE digest IN ({marks})"  # noqa: S608 - only "?" marks
             for digest, blob, offset, length in self._db.execute(query, batch):
-                path = self.layout.blob(blob)
-                if blob not in present:
-                    present[blob] = path.exists()
-                if present[blob]:
-                    found[digest] = ChunkLocation(path, offset, length)
+                if not (isinstance(blob, str) and is_hex(blob)):
+                    continue
+                if blob not in blobs:
+                    st = self.blob_stat(blob)
+                    blobs[blob] = (st, st is not None and self.blob_trusted(blob, st))
+                st, trusted = blobs[blob]
+                if not (isinstance(offset, int) and isinstance(length, int)):
+                    continue
+                if st is not None and offset >= 0 and length > 0 and offset + length <= st.st_size:
+                    found[digest] = ChunkLocation(self.layout.blob(blob), offset, length, trusted)
         return found
 
     # -- partial files and their progress records --------------------------------
@@ -251,11 +469,26 @@ class NodeCache:
     def start_progress(self, entry: FileEntry) -> int:
         """Open (creating if needed) the progress record for appending; returns its fd."""
         path = self.progress_path(entry.digest)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, self.sharing.own_file_mode
+        )
         if os.fstat(fd).st_size == 0:
             os.write(fd, f"{_PROGRESS_MAGIC} {entry.digest} {entry.size}\n".encode())
-        share_file(fd)
+        share_file(fd, self.sharing.own_file_mode)
         return fd
+
+    def partial_is_mine(self, entry: FileEntry) -> bool:
+        """Whether the partial file and its record are regular files of this user (only
+        then is a pull resumed from them: another user's could change under it)."""
+        me = os.geteuid()
+        for path in (self.temp_path(entry.digest), self.progress_path(entry.digest)):
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                return False
+            if st.st_uid != me or not stat.S_ISREG(st.st_mode) or st.st_mode & 0o022:
+                return False
+        return True
 
     def reset_partial(self, entry: FileEntry) -> None:
         self.temp_path(entry.digest).unlink(missing_ok=True)
@@ -270,7 +503,7 @@ class NodeCache:
         return SoftFileLease(
             path,
             lease_duration=LEASE_SECONDS,
-            mode=FILE_MODE,
+            mode=self.sharing.file_mode,
             thread_local=False,
             is_singleton=False,
         )
@@ -297,27 +530,64 @@ class NodeCache:
         return self.layout.manifest(hex_of(digest))
 
     def save_manifest(self, digest: str, body: bytes) -> None:
+        """Store a verified manifest; one there that does not match its name is replaced
+        (where this user may: see ``load_manifest``)."""
         path = self.manifest_path(digest)
-        if not path.exists():
-            _atomic_write(path, body)
+        with contextlib.suppress(OSError):
+            if _read_regular(path) == body:
+                return
+        with contextlib.suppress(PermissionError):
+            self._atomic_write(path, body, self.sharing.blob_mode)
 
     def load_manifest(self, digest: str) -> Manifest | None:
+        """The cached manifest ``digest``; ``None`` if absent. One whose bytes do not
+        hash to its name is refused (``CACHE_UNTRUSTED``), never parsed."""
+        path = self.manifest_path(digest)
         try:
-            body = self.manifest_path(digest).read_bytes()
+            body = _read_regular(path)
         except FileNotFoundError:
             return None
+        if digest_bytes(body) != digest:
+            raise ErrorCode.CACHE_UNTRUSTED.error(
+                f"{path} does not match its name (it hashes to {digest_bytes(body)}); "
+                "refusing it: pull online to replace it, or have its owner remove it",
+                detail={"manifest": digest},
+            )
         return Manifest.from_json_bytes(body)
 
+    def _atomic_write(self, path: Path, data: bytes, mode: int) -> None:
+        tmp = staging(path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with open(fd, "wb") as f:
+            f.write(data)
+            share_file(f.fileno(), mode)
+        os.replace(tmp, path)
+
     def write_ref(self, name: str, tag: str, digest: str) -> None:
+        """Record the tag's manifest; best effort (another member's ref in a group
+        cache's sticky ``refs/`` stays theirs)."""
         path = self.layout.ref(name, tag)
-        make_dir(path.parent)
-        _atomic_write(path, digest.encode())
+        self.make_dir(path.parent)
+        with contextlib.suppress(PermissionError):
+            self._atomic_write(path, digest.encode(), self.sharing.own_file_mode)
 
     def read_ref(self, name: str, tag: str) -> str | None:
+        """The manifest digest recorded for the tag; ``None`` if none. A ref owned by
+        an untrusted uid is refused (``CACHE_UNTRUSTED``): anyone sharing the cache can
+        write a manifest that matches its name, so only the ref vouches for the tag."""
+        path = self.layout.ref(name, tag)
         try:
-            return self.layout.ref(name, tag).read_text().strip()
+            st = path.lstat()
+            text = _read_regular(path).decode("ascii", "replace").strip()
         except FileNotFoundError:
             return None
+        if st.st_uid not in self.trusted:
+            raise ErrorCode.CACHE_UNTRUSTED.error(
+                f"{path} is owned by uid {st.st_uid}, not you or a trusted uid"
+                " (WREG_CACHE_TRUSTED_UIDS); pull online or by digest",
+                detail={"ref": f"{name}@{tag}", "owner": st.st_uid},
+            )
+        return text
 
     def refs(self) -> Iterator[tuple[str, str, str]]:
         """Every (repository, tag, manifest digest) recorded under refs/."""
@@ -350,17 +620,24 @@ class NodeCache:
         is whole; links already there are kept, so partial pulls add to the same tree.
         """
         final = self.snapshot_dir(name, manifest.digest)
-        make_dir(final)
+        self.make_dir(final)
         for entry in manifest.files if files is None else files:
             link = final / entry.path
             target = os.path.relpath(self.blob_path(entry.digest), final / Path(entry.path).parent)
             with contextlib.suppress(OSError):
                 if os.readlink(link) == target:
                     continue
-            make_dir(link.parent)
+            self.make_dir(link.parent)
             staged = staging(link)
             staged.symlink_to(target)
-            os.replace(staged, link)
+            try:
+                os.replace(staged, link)
+            except PermissionError:  # another member's link, in a sticky directory
+                staged.unlink(missing_ok=True)
+                raise ErrorCode.CACHE_UNTRUSTED.error(
+                    f"{link} is another user's and does not point at {target}; "
+                    "ask its owner or an admin to remove the snapshot, or pull with -o"
+                ) from None
         return final
 
     # -- use tracking and pins ---------------------------------------------------
@@ -438,16 +715,41 @@ async def acquire(lock: SoftFileLease, wait: bool = True) -> bool:
         await asyncio.sleep(POLL_SECONDS)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = staging(path)
-    tmp.write_bytes(data)
-    share_file(tmp)
-    os.replace(tmp, path)
+def _read_regular(path: Path) -> bytes:
+    """The bytes of ``path``, refusing anything but a regular file (a planted FIFO or
+    symlink): raises ``FileNotFoundError`` for those too."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) or exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise FileNotFoundError(str(path)) from None
+        raise
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise FileNotFoundError(str(path))
+        return f.read()
+
+
+def file_digest(file: int | Path) -> str:
+    """The blake3 digest of a whole file (an open fd, which it closes, or a path), read
+    through one reused buffer."""
+    buf = _buffers.take(_buffers.buffer_size(8 << 20))
+    view = memoryview(buf)
+    hasher = Hasher()
+    try:
+        with open(file, "rb", buffering=0) as f:
+            while n := f.readinto(view):
+                hasher.update(view[:n])
+    finally:
+        _buffers.give(buf)
+    return hasher.digest()
 
 
 @contextlib.contextmanager
-def opened_cache(root: Path) -> Iterator[NodeCache]:
-    cache = NodeCache(root)
+def opened_cache(
+    root: Path, sharing: SharingSetting = "auto", trusted: Iterable[int] = ()
+) -> Iterator[NodeCache]:
+    cache = NodeCache(root, sharing, trusted)
     try:
         yield cache
     finally:

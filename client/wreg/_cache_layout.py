@@ -3,7 +3,7 @@
 
     <root>/
     ├── blobs/
-    │   └── <hex>                       complete files by file id, read-only (0444)
+    │   └── <hex>                       complete files by file id, read-only
     ├── snapshots/
     │   └── <repo>/
     │       └── <hex>/<path>            a model's tree: relative symlinks to blobs
@@ -11,8 +11,9 @@
     │   └── <repo>/<tag>                last resolved manifest digest (offline mode)
     ├── manifests/
     │   └── <hex>.json                  manifests seen, by digest
-    ├── index.sqlite                    chunk digest -> (blob, offset, length); snapshot
-    │                                   last use and pins; the push stat cache
+    ├── index.sqlite                    chunk digest -> (blob, offset, length); blob stat
+    │                                   at commit; snapshot last use and pins; the push
+    │                                   stat cache
     ├── tmp/
     │   ├── <hex>.part                  a file being assembled, at its final size
     │   └── <hex>.progress              chunk indices of .part already written and verified

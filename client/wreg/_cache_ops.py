@@ -1,6 +1,7 @@
 """Operations on the node cache as a whole: resolve a reference offline, write a pull's
-``-o DIR`` from cached blobs, and the maintenance of ``wreg cache ...`` (list, prune, pin,
-verify).
+``-o DIR`` from cached blobs (hardlink, copy, reflink or symlink; an untrusted blob is
+always copied and hashed), and the maintenance of ``wreg cache ...`` (list, prune, pin,
+verify, which names the model files of a bad blob).
 
 A snapshot is **in use** while a pull of it runs (it holds ``locks/snapshot-<hex>.lock``)
 or while a process this user can see (``/proc``; all of them as root) has one of its
@@ -13,6 +14,8 @@ until the cache fits.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import re
 import shutil
@@ -20,12 +23,11 @@ import stat
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, Literal, get_args
 
-from wreg import _buffers
-from wreg._cache import NodeCache
+from wreg._cache import NodeCache, file_digest
 from wreg._cache_layout import SNAPSHOT_LOCK_GLOB, is_hex, partial_hex, snapshot_lock_hex
-from wreg._results import CachedSnapshot, CacheListing, PruneResult, VerifyResult
+from wreg._results import CachedSnapshot, CacheListing, CorruptFile, PruneResult, VerifyResult
 from wreg.core.digest import Hasher, digest_of_hex, hex_of
 from wreg.core.errors import ErrorCode, WregError
 from wreg.core.manifest import FileEntry, Manifest
@@ -137,27 +139,19 @@ def _unsafe(dest: Path, parts: tuple[str, ...], parent: int) -> WregError:
     )
 
 
-def _file_digest(file: int | Path) -> str:
-    """The blake3 digest of a whole file (an open fd, which it closes, or a path), read
-    through one reused buffer."""
-    buf = _buffers.take(_buffers.buffer_size(8 << 20))
-    view = memoryview(buf)
-    hasher = Hasher()
-    try:
-        with open(file, "rb", buffering=0) as f:
-            while n := f.readinto(view):
-                hasher.update(view[:n])
-    finally:
-        _buffers.give(buf)
-    return hasher.digest()
+LinkMode = Literal["hardlink", "copy", "reflink", "symlink"]
+LINK_MODES: Final[tuple[str, ...]] = get_args(LinkMode)
+_FICLONE: Final = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 
 
 def _same_content(name: str, fd: int, entry: FileEntry) -> bool:
     src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-    return _file_digest(src) == entry.digest
+    return file_digest(src) == entry.digest
 
 
-def _needs_write(cache: NodeCache, dirs: _Dirs, entry: FileEntry, force: bool) -> bool:
+def _needs_write(
+    cache: NodeCache, dirs: _Dirs, entry: FileEntry, force: bool, link: LinkMode = "hardlink"
+) -> bool:
     """Whether ``entry`` must be written; raises if something other than its content is
     in the way (a symlink, a directory, or, without ``force``, a different file)."""
     parts = tuple(entry.path.split("/"))
@@ -173,6 +167,10 @@ def _needs_write(cache: NodeCache, dirs: _Dirs, entry: FileEntry, force: bool) -
     except FileNotFoundError:
         return True
     final = dirs.dest / entry.path
+    if stat.S_ISLNK(st.st_mode) and link == "symlink":
+        with contextlib.suppress(OSError):
+            if os.readlink(parts[-1], dir_fd=fd) == str(cache.blob_path(entry.digest)):
+                return False
     if stat.S_ISLNK(st.st_mode) and not force:
         raise ErrorCode.LOCAL_PATH_UNSAFE.error(
             f"refusing to write {final}: it is a symlink (--force replaces the link itself)"
@@ -198,8 +196,16 @@ def materialize(
     dest: Path,
     *,
     force: bool = False,
+    link: LinkMode = "hardlink",
 ) -> None:
-    """Put the files under ``dest``: hardlinks to cached blobs, else copies.
+    """Put the files under ``dest`` as ``link`` says: ``hardlink`` (the default; a copy
+    across filesystems), ``copy``, ``reflink`` (a copy-on-write clone where the
+    filesystem can, else a copy) or ``symlink`` (an absolute link to the blob).
+
+    A hardlink shares the blob's inode: a write into it (by root, or after ``chmod
+    u+w``) writes into the cache, which notices (the blob's stat changed) and re-hashes
+    before using it again. A blob that is not trusted (``NodeCache.blob_trusted``:
+    another user's, say) is never linked: it is copied and hashed as it is copied.
 
     Nothing is written outside ``dest``: each directory below it is opened relative to
     its parent with ``O_NOFOLLOW`` and each file is created and renamed relative to its
@@ -216,42 +222,104 @@ def materialize(
     dest.mkdir(parents=True, exist_ok=True)
     dirs = _Dirs(dest)
     try:
-        todo = [e for e in entries if _needs_write(cache, dirs, e, force)]
+        todo = [e for e in entries if _needs_write(cache, dirs, e, force, link)]
         for entry in todo:
             parts = tuple(entry.path.split("/"))
             fd = dirs.get(parts[:-1], create=True)
             assert fd is not None  # noqa: S101 - narrows: create=True opens or raises
-            _place(cache.blob_path(entry.digest), fd, parts[-1], entry.mode)
+            file_hex = hex_of(entry.digest)
+            st = cache.blob_stat(file_hex)
+            trusted = st is not None and cache.blob_trusted(file_hex, st)
+            _place(cache.blob_path(entry.digest), fd, parts[-1], entry, link if trusted else None)
     finally:
         dirs.close()
 
 
-def _place(blob: Path, fd: int, name: str, mode: int) -> None:
+def _place(blob: Path, fd: int, name: str, entry: FileEntry, link: LinkMode | None) -> None:
+    """Write ``name`` (under ``fd``) from ``blob`` by ``link``; ``None``: an untrusted
+    blob, copied and hashed as it is copied."""
     staging = f".{name}.wreg-{uuid.uuid4().hex[:8]}"
     try:
-        try:
-            os.link(blob, staging, dst_dir_fd=fd)
-        except OSError:  # another filesystem: copy into a file only we created
-            out = os.open(
-                staging,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o644,
-                dir_fd=fd,
-            )
-            with open(out, "wb") as dst, open(blob, "rb") as src:
-                shutil.copyfileobj(src, dst, 1 << 20)
-                os.fchmod(dst.fileno(), 0o644)
-        if mode & 0o111:
-            staged = os.open(staging, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            try:
-                os.fchmod(staged, os.fstat(staged).st_mode | 0o111)  # the manifest's exec bit
-            finally:
-                os.close(staged)
+        if link == "symlink":
+            os.symlink(blob, staging, dir_fd=fd)
+        elif not (link == "hardlink" and _hardlink(blob, fd, staging, entry)):
+            _copy(blob, fd, staging, entry, reflink=link == "reflink", check=link is None)
         os.rename(staging, name, src_dir_fd=fd, dst_dir_fd=fd)
     except BaseException:  # e.g. a full disk mid-copy: leave no staging file behind
         with contextlib.suppress(FileNotFoundError):
             os.unlink(staging, dir_fd=fd)
         raise
+
+
+def _hardlink(blob: Path, fd: int, staging: str, entry: FileEntry) -> bool:
+    """Link the blob in, unless it lacks the manifest's exec bit (never chmod the
+    blob: it is shared) or lives on another filesystem."""
+    if entry.mode & 0o111 and not blob.lstat().st_mode & 0o100:
+        return False
+    try:
+        os.link(blob, staging, dst_dir_fd=fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
+def _copy(blob: Path, fd: int, staging: str, entry: FileEntry, reflink: bool, check: bool) -> None:
+    """Copy the blob into a new file only we created: cloned (``FICLONE``) if
+    ``reflink`` and the filesystem can, copied in the kernel otherwise, or, with
+    ``check``, read and hashed on the way and refused unless it is the manifest's."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    out = os.open(staging, flags, 0o644, dir_fd=fd)
+    try:
+        src = os.open(blob, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if check:
+                _copy_hashed(src, out, entry)
+            elif not (reflink and _clone(src, out)):
+                _kernel_copy(src, out)
+        finally:
+            os.close(src)
+        os.fchmod(out, 0o755 if entry.mode & 0o111 else 0o644)
+    finally:
+        os.close(out)
+
+
+def _clone(src: int, out: int) -> bool:
+    try:
+        fcntl.ioctl(out, _FICLONE, src)
+    except OSError:  # EOPNOTSUPP, EXDEV, EINVAL: no reflinks here
+        return False
+    return True
+
+
+def _kernel_copy(src: int, out: int) -> None:
+    size, done = os.fstat(src).st_size, 0
+    try:
+        while done < size:
+            n = os.copy_file_range(src, out, size - done, done, done)
+            if n == 0:
+                break
+            done += n
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+    os.lseek(src, done, os.SEEK_SET)
+    os.lseek(out, done, os.SEEK_SET)
+    with open(src, "rb", closefd=False) as r, open(out, "wb", closefd=False) as w:
+        shutil.copyfileobj(r, w, 1 << 20)
+
+
+def _copy_hashed(src: int, out: int, entry: FileEntry) -> None:
+    hasher = Hasher()
+    with open(src, "rb", closefd=False) as r, open(out, "wb", closefd=False) as w:
+        while data := r.read(1 << 20):
+            hasher.update(data)
+            w.write(data)
+    if hasher.digest() != entry.digest:
+        raise ErrorCode.CACHE_UNTRUSTED.error(
+            f"{entry.path}: the cached blob changed while it was copied; pull again",
+            detail={"path": entry.path, "expected": entry.digest},
+        )
 
 
 def _known_snapshots(cache: NodeCache) -> list[tuple[str, str]]:
@@ -280,6 +348,18 @@ def _partials(cache: NodeCache) -> dict[str, int]:
     return sizes
 
 
+def _manifest(cache: NodeCache, digest: str) -> Manifest | None:
+    """The cached manifest, or ``None`` if it is missing or refused (maintenance skips
+    what it cannot trust rather than failing)."""
+    with contextlib.suppress(WregError):
+        return cache.load_manifest(digest)
+    return None
+
+
+def _files(manifest: Manifest | None) -> tuple[FileEntry, ...]:
+    return manifest.files if manifest is not None else ()
+
+
 def listing(cache: NodeCache) -> CacheListing:
     info = cache.snapshot_info()
     tags: dict[tuple[str, str], list[str]] = {}
@@ -287,7 +367,7 @@ def listing(cache: NodeCache) -> CacheListing:
         tags.setdefault((repo, digest), []).append(tag)
     snapshots = []
     for repo, digest in _known_snapshots(cache):
-        manifest = cache.load_manifest(digest)
+        manifest = _manifest(cache, digest)
         files = manifest.files if manifest else ()
         last_used, pinned = info.get((repo, digest), (0.0, False))
         if not last_used:
@@ -300,7 +380,7 @@ def listing(cache: NodeCache) -> CacheListing:
                 tags=sorted(tags.get((repo, digest), [])),
                 files=len(files),
                 bytes_total=sum(e.size for e in files),
-                complete=manifest is not None and all(cache.has_blob(e) for e in files),
+                complete=manifest is not None and all(cache.blob_present(e) for e in files),
                 last_used=last_used,
                 pinned=pinned,
             )
@@ -382,7 +462,7 @@ def prune(cache: NodeCache, max_size: int, dry_run: bool = False) -> PruneResult
 
         def manifest_of(digest: str) -> Manifest | None:
             if digest not in manifests:
-                manifests[digest] = cache.load_manifest(digest)
+                manifests[digest] = _manifest(cache, digest)
             return manifests[digest]
 
         snapshots = _known_snapshots(cache)
@@ -471,38 +551,52 @@ def prune(cache: NodeCache, max_size: int, dry_run: bool = False) -> PruneResult
     )
 
 
-def _blob_ok(path: Path) -> bool:
-    return _file_digest(path) == digest_of_hex(path.name)
-
-
 def verify(
     cache: NodeCache,
     repair: Callable[[str, str], None] | None = None,
 ) -> VerifyResult:
-    """Re-hash every blob against its name and find snapshots whose files are missing or
-    corrupt. Corrupt blobs are removed (a pull trusts a blob of the right size, so one
-    left in place would be linked into the next ``-o`` dir; gone, the next pull fetches
-    it again). With ``repair(repository, manifest_digest)`` (a pull by digest), the
+    """Re-hash every blob against its name, name the model files a bad one belongs to,
+    and find snapshots whose files are missing or corrupt. Corrupt blobs are removed
+    (gone, the next pull fetches them again; one another user owns in a group cache
+    stays, and a pull refuses it). A good blob's stat is recorded again, so a pull uses
+    it unread. With ``repair(repository, manifest_digest)`` (a pull by digest), the
     affected snapshots are pulled again at once."""
     blobs = _blobs(cache)
-    corrupt = [h for h in sorted(blobs) if not _blob_ok(cache.layout.blob(h))]
+    corrupt = [h for h in sorted(blobs) if not cache.rehash_blob(h)]
+    snapshots = _known_snapshots(cache)
+    manifests = {d: _manifest(cache, d) for d in {d for _, d in snapshots}}
+    tags: dict[tuple[str, str], list[str]] = {}
+    for repo, tag, target in cache.refs():
+        tags.setdefault((repo, target), []).append(tag)
+    bad = set(corrupt)
+    corrupt_files = [
+        CorruptFile(
+            blob=e.digest,
+            repository=repo,
+            manifest=digest,
+            tags=sorted(tags.get((repo, digest), [])),
+            path=e.path,
+        )
+        for repo, digest in snapshots
+        for e in _files(manifests[digest])
+        if hex_of(e.digest) in bad
+    ]
     for h in corrupt:
         cache.remove_blob(h)
-    snapshots = _known_snapshots(cache)
 
     def damaged(bad: set[str]) -> list[tuple[str, str]]:
         out = []
         for repo, digest in snapshots:
-            manifest = cache.load_manifest(digest)
+            manifest = manifests[digest]
             if manifest is None:
                 continue
             root = cache.snapshot_dir(repo, digest)
             linked = [e for e in manifest.files if os.path.lexists(root / e.path)]
-            if any(hex_of(e.digest) in bad or not cache.has_blob(e) for e in linked):
+            if any(hex_of(e.digest) in bad or not cache.blob_present(e) for e in linked):
                 out.append((repo, digest))
         return out
 
-    broken = damaged(set(corrupt))
+    broken = damaged(bad)
     repaired: list[str] = []
     if repair is not None:
         for repo, digest in broken:
@@ -514,6 +608,7 @@ def verify(
         blobs_checked=len(blobs),
         bytes_checked=sum(st.st_size for st in blobs.values()),
         corrupt=[digest_of_hex(h) for h in corrupt],
+        corrupt_files=corrupt_files,
         incomplete=[f"{r}@{d}" for r, d in broken],
         repaired=repaired,
         ok=not broken and (repair is not None or not corrupt),

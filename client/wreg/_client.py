@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wreg import _pull, _push
-from wreg._cache import acquire, opened_cache
+from wreg._cache import NodeCache, SharingSetting, acquire, opened_cache
 from wreg._config import ClientSettings
 from wreg._http import Registry
 from wreg._progress import NoProgress, Progress
@@ -26,6 +26,9 @@ from wreg._results import (
 )
 from wreg.core.errors import WregError
 from wreg.core.reference import Reference, validate_name
+
+if TYPE_CHECKING:
+    from wreg._cache_ops import LinkMode
 
 
 class Client:
@@ -54,6 +57,11 @@ class Client:
         self.timeout = settings.timeout
         self.offline = settings.offline if offline is None else offline
         self.inflight_bytes = inflight_bytes or settings.inflight_bytes
+        self.cache_shared: SharingSetting = settings.cache_shared
+        self.cache_trusted = settings.trusted_uids
+
+    def _cache(self) -> contextlib.AbstractContextManager[NodeCache]:
+        return opened_cache(self.cache_dir, self.cache_shared, self.cache_trusted)
 
     def _registry(self) -> Registry:
         return Registry(self.url, self.token, self.concurrency, self.timeout)
@@ -91,7 +99,7 @@ class Client:
     ) -> PushResult:
         root = Path(path)
         parsed = Reference.parse(ref) if ref else _push.default_reference(root)
-        with self._executor() as executor, opened_cache(self.cache_dir) as cache:
+        with self._executor() as executor, self._cache() as cache:
             async with self._registry() as registry:
                 return await _push.push(
                     registry,
@@ -115,6 +123,7 @@ class Client:
         exclude: Sequence[str] = (),
         max_total: int | str | None = None,
         force: bool = False,
+        link: LinkMode = "hardlink",
     ) -> PullResult:
         """Fetch ``ref`` into the node cache; with ``dest``, also materialise it there.
 
@@ -135,6 +144,11 @@ class Client:
         model's is refused before anything is written (``LOCAL_FILE_EXISTS``), unless
         ``force``; a file with the same content is left as it is, so pulling again is a
         no-op.
+
+        ``link`` is how files get into ``dest``: ``hardlink`` (default, instant; a write
+        into one writes into the cache, which then re-hashes that blob before any other
+        use), ``copy`` or ``reflink`` (for a ``dest`` you will write into) or
+        ``symlink`` (to the blob). A blob the cache does not trust is always copied.
         """
         return asyncio.run(
             self.apull(
@@ -145,6 +159,7 @@ class Client:
                 exclude=exclude,
                 max_total=max_total,
                 force=force,
+                link=link,
             )
         )
 
@@ -158,13 +173,14 @@ class Client:
         exclude: Sequence[str] = (),
         max_total: int | str | None = None,
         force: bool = False,
+        link: LinkMode = "hardlink",
     ) -> PullResult:
         parsed = Reference.parse(ref)
         if isinstance(max_total, str):
             from wreg import _cache_ops
 
             max_total = _cache_ops.parse_size(max_total)
-        with self._executor() as executor, opened_cache(self.cache_dir) as cache:
+        with self._executor() as executor, self._cache() as cache:
             async with contextlib.AsyncExitStack() as stack:
                 registry = None
                 if not self.offline:
@@ -182,6 +198,7 @@ class Client:
                     exclude=exclude,
                     max_total=max_total,
                     force=force,
+                    link=link,
                 )
 
     # -- listing -----------------------------------------------------------------
@@ -247,7 +264,7 @@ class Client:
         the bytes its blobs and partial downloads take."""
         from wreg import _cache_ops
 
-        with opened_cache(self.cache_dir) as cache:
+        with self._cache() as cache:
             return _cache_ops.listing(cache)
 
     def cache_warm(
@@ -264,7 +281,7 @@ class Client:
         passed to ``on_result`` as soon as it is done.
         """
         results: list[WarmResult] = []
-        with opened_cache(self.cache_dir) as cache:
+        with self._cache() as cache:
             lock = cache.warm_lock()
             asyncio.run(acquire(lock))
         try:
@@ -300,7 +317,7 @@ class Client:
         from wreg import _cache_ops
 
         limit = _cache_ops.parse_size(max_size) if isinstance(max_size, str) else max_size
-        with opened_cache(self.cache_dir) as cache:
+        with self._cache() as cache:
             return _cache_ops.prune(cache, limit, dry_run=dry_run)
 
     def cache_pin(self, ref: str) -> str:
@@ -308,14 +325,14 @@ class Client:
         digest (a tag is resolved through the node cache, without the network)."""
         from wreg import _cache_ops
 
-        with opened_cache(self.cache_dir) as cache:
+        with self._cache() as cache:
             return _cache_ops.set_pin(cache, Reference.parse(ref), True)
 
     def cache_unpin(self, ref: str) -> str:
         """Undo ``cache_pin``; returns the manifest digest."""
         from wreg import _cache_ops
 
-        with opened_cache(self.cache_dir) as cache:
+        with self._cache() as cache:
             return _cache_ops.set_pin(cache, Reference.parse(ref), False)
 
     def cache_verify(self, *, repair: bool = False) -> VerifyResult:
@@ -326,5 +343,5 @@ class Client:
         def pull_again(repo: str, digest: str) -> None:
             self.pull(f"{repo}@{digest}")
 
-        with opened_cache(self.cache_dir) as cache:
+        with self._cache() as cache:
             return _cache_ops.verify(cache, pull_again if repair else None)

@@ -261,13 +261,17 @@ class Registry:
             request_id=request_id,
         )
 
-    async def missing_chunks(self, digests: list[str]) -> set[str]:
-        """Which of ``digests`` the registry lacks (batched queries)."""
+    async def missing_chunks(self, name: str, digests: list[str]) -> set[str]:
+        """Which of ``digests`` a push to repository ``name`` must upload (batched queries):
+        those the registry lacks, and those this token could not prove it has."""
         missing: set[str] = set()
         for i in range(0, len(digests), MAX_MISSING_QUERY):
             batch = digests[i : i + MAX_MISSING_QUERY]
             r = await self._request(
-                "POST", "/v1/chunks/missing", "missing-chunks query", json={"digests": batch}
+                "POST",
+                f"/v1/repositories/{name}/chunks/missing",
+                "missing-chunks query",
+                json={"digests": batch},
             )
             missing.update(r.json()["missing"])
         return missing
@@ -309,9 +313,9 @@ class Registry:
 
     # -- chunk bodies (aiohttp) ------------------------------------------------------
 
-    async def put_chunk(self, digest: str, encoded: bytes) -> None:
+    async def put_chunk(self, name: str, digest: str, encoded: bytes) -> None:
         session = self._session()
-        url = f"{self.url}/v1/chunks/{digest}"
+        url = f"{self.url}/v1/repositories/{name}/chunks/{digest}"
 
         async def once() -> None:
             try:
@@ -330,21 +334,22 @@ class Registry:
 
         await with_retries(once)
 
-    async def get_chunk(self, digest: str) -> bytes:
+    async def get_chunk(self, name: str, digest: str) -> bytes:
         """The encoded chunk (the caller decodes and verifies it); for one-off reads —
         transfers use ``get_chunk_into`` with a reused buffer."""
         buf = bytearray(MAX_CHUNK_ENCODED)
-        n = await self.get_chunk_into(digest, buf)
+        n = await self.get_chunk_into(name, digest, buf)
         return bytes(buf[:n])
 
-    async def get_chunk_into(self, digest: str, buf: bytearray) -> int:
-        """Read the encoded chunk into ``buf`` (reused across calls); returns its length.
+    async def get_chunk_into(self, name: str, digest: str, buf: bytearray) -> int:
+        """Read the encoded chunk of repository ``name`` into ``buf`` (reused across
+        calls); returns its length.
 
         A body longer than ``buf`` is refused without retry (the manifest said how big
         the chunk is); the caller decodes and verifies the bytes.
         """
         session = self._session()
-        url = f"{self.url}/v1/chunks/{digest}"
+        url = f"{self.url}/v1/repositories/{name}/chunks/{digest}"
         view = memoryview(buf)
 
         async def once() -> int:

@@ -7,7 +7,10 @@ reused (``wreg._buffers``), and the number of chunks in flight follows from it.
 
 Each distinct chunk is fetched once per pull even if several files hold it, and chunks
 some cached blob already holds are copied from it (``copy_file_range``: kernel-side, a
-reflink where the filesystem can) instead of downloaded.
+reflink where the filesystem can) instead of downloaded; from a blob the cache does not
+trust (``NodeCache.blob_trusted``) a chunk is read and hashed before it is written.
+A file is committed only as the inode that was verified, and its stat is recorded
+(``NodeCache.commit_blob``).
 
 Resume: a file is assembled in ``tmp/<hex>.part`` (its name follows from its digest)
 next to ``tmp/<hex>.progress``, an append-only list of the chunk indices already written
@@ -31,6 +34,7 @@ import errno
 import fnmatch
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
@@ -39,8 +43,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from wreg import _buffers
-from wreg._cache import FILE_MODE, POLL_SECONDS, ChunkLocation, NodeCache, acquire, share_file
-from wreg._cache_ops import materialize, resolve_offline
+from wreg._cache import POLL_SECONDS, ChunkLocation, NodeCache, acquire, share_file
+from wreg._cache_ops import LinkMode, materialize, resolve_offline
 from wreg._progress import Progress
 from wreg._results import PullResult
 from wreg.core.digest import Hasher, digest_bytes
@@ -103,6 +107,7 @@ class _Stats:
 @dataclass(slots=True)
 class _Context:
     registry: Registry
+    name: str  # the repository chunks are fetched through
     cache: NodeCache
     executor: Executor
     progress: Progress
@@ -208,10 +213,12 @@ async def pull(
     exclude: Sequence[str] = (),
     max_total: int | None = None,
     force: bool = False,
+    link: LinkMode = "hardlink",
 ) -> PullResult:
     """Pull ``ref`` into the node cache; ``registry=None`` means offline.
 
-    ``max_total`` caps the bytes the pull may write (see ``check_room``).
+    ``max_total`` caps the bytes the pull may write (see ``check_room``); ``link`` is
+    how files get into ``dest`` (see ``materialize``).
     """
     if registry is None:
         manifest = resolve_offline(cache, ref)
@@ -236,7 +243,9 @@ async def pull(
                     f"{len(todo)} of {len(selected)} files missing ({names}); "
                     "pull it once while online",
                 )
-            ctx = _Context(registry, cache, executor, progress, concurrency, inflight_bytes, stats)
+            ctx = _Context(
+                registry, ref.name, cache, executor, progress, concurrency, inflight_bytes, stats
+            )
             progress.start("downloading", sum(e.size for e in todo))
             await _download(ctx, todo)
         snapshot = cache.build_snapshot(ref.name, manifest, selected)
@@ -245,7 +254,7 @@ async def pull(
             cache.write_ref(ref.name, ref.tag, manifest.digest)
         out = snapshot
         if dest is not None:
-            materialize(cache, selected, dest, force=force)
+            materialize(cache, selected, dest, force=force, link=link)
             out = dest
     finally:
         snapshot_lock.release()
@@ -265,11 +274,15 @@ async def pull(
 # Failures no retry or resume can mend: the partial files of the pull are dropped (an
 # interrupted or transiently failed pull keeps them, to resume where it stopped).
 _PERMANENT: Final = frozenset({ErrorKind.INTEGRITY, ErrorKind.NOT_FOUND})
+# A full disk or quota: the partial files are dropped too, to give the room back (files
+# grow as chunks land, so the disk fills mid-pull rather than at preallocation).
+_NO_ROOM: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 async def _download(ctx: _Context, todo: list[FileEntry]) -> None:
     """Make every file of ``todo`` a blob, assembling those no other process is working on
-    and waiting for the others; a permanent failure leaves none of their partial files."""
+    and waiting for the others; a permanent failure or a full disk leaves none of their
+    partial files."""
     pending = todo
     while pending:
         mine: list[_Target] = []
@@ -285,9 +298,10 @@ async def _download(ctx: _Context, todo: list[FileEntry]) -> None:
         try:
             if mine:
                 await _assemble(ctx, mine)
-        except WregError as exc:
-            if exc.code.kind in _PERMANENT:  # another run would fail the same way
-                for t in mine:
+        except (WregError, OSError) as exc:
+            permanent = exc.code.kind in _PERMANENT if isinstance(exc, WregError) else False
+            if permanent or (isinstance(exc, OSError) and exc.errno in _NO_ROOM):
+                for t in mine:  # another run would fail the same way, or the disk is full
                     _close(t)
                     ctx.cache.reset_partial(t.entry)
             raise
@@ -310,9 +324,9 @@ def _close(t: _Target) -> None:
 
 def _open_target(cache: NodeCache, t: _Target) -> None:
     """Open the temp file, keeping what an interrupted pull already verified."""
-    t.done = cache.read_progress(t.entry)
+    t.done = cache.read_progress(t.entry) if cache.partial_is_mine(t.entry) else set()
     if t.done:
-        t.fd = os.open(t.temp, os.O_RDWR)
+        t.fd = os.open(t.temp, os.O_RDWR | os.O_NOFOLLOW)
         t.record = cache.start_progress(t.entry)
         return
     cache.reset_partial(t.entry)
@@ -320,8 +334,15 @@ def _open_target(cache: NodeCache, t: _Target) -> None:
         # Not preallocated: the file grows (sparsely, in any order) only as verified
         # chunks land, so a manifest that declares huge files costs nothing until its
         # bytes arrive and verify; check_room bounds the total beforehand.
-        t.fd = os.open(t.temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        share_file(t.fd)
+        # Exclusive, and writable by this user alone: nobody else can change the bytes
+        # between their verification and the commit.
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        try:
+            t.fd = os.open(t.temp, flags, cache.sharing.own_file_mode)
+        except FileExistsError:  # planted since the reset: drop it, once
+            cache.reset_partial(t.entry)
+            t.fd = os.open(t.temp, flags, cache.sharing.own_file_mode)
+        share_file(t.fd, cache.sharing.own_file_mode)
         t.record = cache.start_progress(t.entry)
     except BaseException:
         _close(t)
@@ -395,18 +416,30 @@ def _seed_batches(seeded: dict[str, ChunkLocation], needs: _Needs) -> Iterable[l
 
 def _seed(batch: list[_Seed]) -> list[str]:
     """Copy chunks from cached blobs (kernel-side where the filesystem can); returns the
-    digests copied (a blob removed meanwhile is skipped: its chunks get downloaded)."""
+    digests copied (a blob removed meanwhile is skipped: its chunks get downloaded).
+
+    A chunk of a blob the cache does not trust (``ChunkLocation.trusted``) is read and
+    hashed first, and skipped unless it is the chunk named; either way the file's
+    whole digest is checked before it is committed."""
     copied = []
-    for digest, (blob, offset, length), writes in batch:
+    for digest, (blob, offset, length, trusted), writes in batch:
         try:
-            src = os.open(blob, os.O_RDONLY)
-        except FileNotFoundError:
+            src = os.open(blob, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
             continue
         try:
-            if os.fstat(src).st_size < offset + length:
+            st = os.fstat(src)
+            if not stat.S_ISREG(st.st_mode) or st.st_size < offset + length:
                 continue
-            for fd, at in writes:
-                _copy_range(src, fd, offset, at, length)
+            if trusted:
+                for fd, at in writes:
+                    _copy_range(src, fd, offset, at, length)
+            else:
+                data = os.pread(src, length, offset)
+                if len(data) != length or digest_bytes(data) != digest:
+                    continue
+                for fd, at in writes:
+                    _pwrite_all(fd, memoryview(data), at)
         finally:
             os.close(src)
         copied.append(digest)
@@ -448,7 +481,7 @@ async def _fetch(
         try:
             for digest in queue:
                 places = needs[digest]
-                n = await registry.get_chunk_into(digest, encoded)
+                n = await registry.get_chunk_into(ctx.name, digest, encoded)
                 stats.received += n
                 stats.chunks += 1
                 await loop.run_in_executor(
@@ -568,8 +601,10 @@ async def _finalize(ctx: _Context, t: _Target) -> None:
             raise ErrorCode.DIGEST_MISMATCH.error(
                 f"{t.entry.path}: assembled file does not match its digest {t.entry.digest}"
             )
-    _close(t)
-    ctx.cache.commit_blob(t.temp, t.entry)
+    try:
+        ctx.cache.commit_blob(t.temp, t.entry, t.fd)
+    finally:
+        _close(t)
 
 
 def _verify_file(t: _Target) -> bool:

@@ -151,7 +151,7 @@ async def push(
     missing: set[str] = set()
     uploads: asyncio.Queue[str | None] = asyncio.Queue()
     ready: asyncio.Queue[_File | None] = asyncio.Queue()
-    uploader = _Uploader(registry, executor, progress, concurrency, inflight_bytes, where)
+    uploader = _Uploader(registry, ref.name, executor, progress, concurrency, inflight_bytes, where)
 
     async def query() -> None:
         """Ask which chunks of the files hashed so far are missing; queue those."""
@@ -171,7 +171,7 @@ async def push(
                         where[chunk.digest] = _Source(f, chunk)
                         fresh.append(chunk.digest)
             if fresh:
-                for digest in sorted(await registry.missing_chunks(fresh)):
+                for digest in sorted(await registry.missing_chunks(ref.name, fresh)):
                     missing.add(digest)
                     uploads.put_nowait(digest)
         for _ in range(uploader.workers):
@@ -301,6 +301,7 @@ class _Uploader:
     def __init__(
         self,
         registry: Registry,
+        name: str,
         executor: Executor,
         progress: Progress,
         concurrency: int,
@@ -308,6 +309,7 @@ class _Uploader:
         where: dict[str, _Source],
     ) -> None:
         self.registry, self.executor, self.progress = registry, executor, progress
+        self.name = name  # the repository chunks are uploaded through
         self.where, self.budget = where, budget
         self.size = _buffers.buffer_size(CHUNK_MAX)
         # Per chunk in flight: the read buffer and (at most about as big) its encoding.
@@ -325,7 +327,7 @@ class _Uploader:
                 if buf is None or len(buf) < chunk.length:
                     buf = _buffers.take(max(self.size, _buffers.buffer_size(chunk.length)))
                 encoded = await loop.run_in_executor(self.executor, _read_encode, f, chunk, buf)
-                await self.registry.put_chunk(digest, encoded)
+                await self.registry.put_chunk(self.name, digest, encoded)
                 self.sent += len(encoded)
                 self.done_bytes += chunk.length
                 if self.reporting:

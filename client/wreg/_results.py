@@ -109,11 +109,27 @@ class PruneResult:
 
 
 @dataclass(frozen=True, slots=True)
+class CorruptFile:
+    """A model file whose cached blob failed ``cache verify``."""
+
+    blob: str
+    """The file's digest (the blob's name)."""
+    repository: str
+    manifest: str
+    tags: list[str]
+    """Tags of ``repository`` the node cache resolves to ``manifest``."""
+    path: str
+    """The file's path in the model."""
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyResult:
     blobs_checked: int
     bytes_checked: int
     corrupt: list[str]
     """Digests of blobs whose content does not match their name."""
+    corrupt_files: list[CorruptFile]
+    """Every cached model file a corrupt blob belonged to."""
     incomplete: list[str]
     """``repository@manifest`` of snapshots missing a file (after repair, if asked)."""
     repaired: list[str]

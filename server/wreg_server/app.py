@@ -15,11 +15,20 @@ from fastapi import Depends, FastAPI
 
 from wreg_server.api import errors, openapi
 from wreg_server.api.middleware import RequestContextMiddleware
-from wreg_server.api.routes import chunks, health, manifests, repositories, tags, tokens
+from wreg_server.api.routes import (
+    authcheck,
+    chunks,
+    health,
+    manifests,
+    repositories,
+    tags,
+    tokens,
+)
 from wreg_server.auth.guard import TokenCache, guard
 from wreg_server.context import AppContext
 from wreg_server.db.migrate import upgrade_engine
 from wreg_server.db.session import create_engine, create_sessionmaker
+from wreg_server.domain.access import RepositoryChunks
 from wreg_server.metrics import Metrics
 from wreg_server.objectstore import from_settings
 from wreg_server.settings import ServerSettings, get_settings
@@ -66,12 +75,17 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     openapi.install(app)
     app.state.metrics = Metrics()
     app.state.token_cache = TokenCache(settings.auth_cache_seconds)
+    app.state.repository_chunks = RepositoryChunks(settings.auth_cache_seconds)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
-    app.include_router(chunks.router)
+    if settings.chunk_namespace == "global":
+        app.include_router(chunks.global_router)
     app.include_router(repositories.router)
     # Single-tag routes before the tag list (see routes/tags.py), manifests alongside.
     app.include_router(manifests.router)
     app.include_router(tags.router)
+    # Chunks under a repository, after manifests and tags: ``{name:path}`` is greedy.
+    app.include_router(chunks.router)
     app.include_router(tokens.router)
+    app.include_router(authcheck.router)  # for a cache in front (nginx auth_request)
     return app

@@ -84,6 +84,13 @@ class ServerSettings(BaseSettings):
     anonymous_pull: bool = Field(
         default=False, description="with auth on, let requests without a token pull anything"
     )
+    chunk_namespace: Literal["repository", "global"] = Field(
+        default="repository",
+        description="repository: a chunk is read, probed and reused only through a "
+        "repository whose manifests reference it (or that the pusher uploaded it to); "
+        "global: any token may read or reuse any chunk by digest, and /v1/chunks/* is "
+        "served too (single-tenant registries only)",
+    )
     auth_cache_seconds: float = Field(
         default=10.0,
         ge=0,

@@ -35,8 +35,8 @@ def test_blobs_are_read_only_and_their_chunks_indexed(tmp_path: Path) -> None:
     assert cache.has_blob(entry)
     where = cache.locate_chunks([c.digest for c in entry.chunks] + ["blake3:" + "1" * 64])
     assert where == {
-        entry.chunks[0].digest: (blob, 0, 500),
-        entry.chunks[1].digest: (blob, 500, 500),
+        entry.chunks[0].digest: (blob, 0, 500, True),
+        entry.chunks[1].digest: (blob, 500, 500, True),
     }
     assert list((tmp_path / "tmp").iterdir()) == []
     cache.close()

@@ -56,9 +56,9 @@ def test_transient_errors_are_retried_then_succeed() -> None:
         return web.Response(body=b"chunk-bytes")
 
     async def body(r: Registry) -> None:
-        assert await r.get_chunk("blake3:" + "0" * 64) == b"chunk-bytes"
+        assert await r.get_chunk("t/m", "blake3:" + "0" * 64) == b"chunk-bytes"
 
-    asyncio.run(_with_server([web.get("/v1/chunks/{d}", flaky)], body))
+    asyncio.run(_with_server([web.get("/v1/repositories/t/m/chunks/{d}", flaky)], body))
     assert calls["n"] == 3
 
 
@@ -71,12 +71,12 @@ def test_permanent_errors_are_not_retried_and_keep_code_and_request_id() -> None
 
     async def body(r: Registry) -> None:
         with pytest.raises(IntegrityError) as info:
-            await r.put_chunk("blake3:" + "0" * 64, b"x")
+            await r.put_chunk("t/m", "blake3:" + "0" * 64, b"x")
         assert info.value.code is ErrorCode.DIGEST_MISMATCH
         assert info.value.request_id == "r1"
         assert "request r1" in str(info.value)
 
-    asyncio.run(_with_server([web.put("/v1/chunks/{d}", reject)], body))
+    asyncio.run(_with_server([web.put("/v1/repositories/t/m/chunks/{d}", reject)], body))
     assert calls["n"] == 1
 
 
@@ -98,16 +98,16 @@ def test_non_json_errors_still_map() -> None:
 
     async def body(r: Registry) -> None:
         with pytest.raises(RegistryError, match="missing-chunks query: HTTP 400"):
-            await r.missing_chunks(["blake3:" + "0" * 64])
+            await r.missing_chunks("t/m", ["blake3:" + "0" * 64])
 
-    asyncio.run(_with_server([web.post("/v1/chunks/missing", teapot)], body))
+    asyncio.run(_with_server([web.post("/v1/repositories/t/m/chunks/missing", teapot)], body))
 
 
 def test_connection_refused_is_a_transport_error() -> None:
     async def body() -> None:
         async with Registry("http://127.0.0.1:9", None, 2, 2) as r:
             with pytest.raises(TransportError) as info:
-                await r.missing_chunks(["blake3:" + "0" * 64])
+                await r.missing_chunks("t/m", ["blake3:" + "0" * 64])
             assert "cannot reach the registry at http://127.0.0.1:9" in str(info.value)
 
     asyncio.run(body())

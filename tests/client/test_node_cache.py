@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from wreg._cache import NodeCache, acquire
-from wreg._cache_ops import parse_size
+from wreg._cache_ops import parse_size, resolve_offline
 from wreg._pull import select_files
 from wreg.core.digest import digest_bytes
-from wreg.core.errors import InvalidInput
+from wreg.core.errors import ErrorCode, IntegrityError, InvalidInput
 from wreg.core.manifest import ChunkRef, FileEntry, Manifest
+from wreg.core.reference import Reference
 from wreg.testing.procs import stop_process
 
 
@@ -58,19 +59,132 @@ def test_progress_record_survives_a_torn_last_line(tmp_path: Path) -> None:
     cache.close()
 
 
-def test_cache_directories_are_shared_and_blobs_read_only(tmp_path: Path) -> None:
-    old = os.umask(0o077)
+def _mode(path: Path) -> int:
+    return path.lstat().st_mode & 0o7777
+
+
+@pytest.mark.parametrize("umask", [0o077, 0o022])
+def test_private_cache_follows_the_umask(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
     try:
-        cache = NodeCache(tmp_path / "cache")
+        cache = NodeCache(tmp_path / "home" / ".cache" / "wreg")
+        data = os.urandom(100)
+        entry = _entry("a", data, 1)
+        temp = cache.temp_path(entry.digest)
+        temp.write_bytes(data)
+        blob = cache.commit_blob(temp, entry)
     finally:
         os.umask(old)
-    for sub in ("blobs", "tmp", "locks", "snapshots"):
-        assert (tmp_path / "cache" / sub).stat().st_mode & 0o7777 == 0o2775
+    root = tmp_path / "home" / ".cache" / "wreg"
+    assert not cache.sharing.group
+    for sub in ("", "blobs", "tmp", "locks", "snapshots", "refs", "manifests"):
+        assert _mode(root / sub) == 0o700, sub
+    assert _mode(root / "index.sqlite") == 0o600
+    assert _mode(blob) == 0o444 & ~umask
+    # Directories above the cache root get the umask's default, nothing wider.
+    assert _mode(tmp_path / "home" / ".cache") == 0o777 & ~umask
+    cache.close()
+
+
+def test_a_directory_the_cache_did_not_create_is_never_widened(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    root.mkdir(mode=0o750)
+    (root / "blobs").mkdir(mode=0o711)
+    os.chmod(root, 0o750)  # noqa: S103 - whatever the umask did
+    os.chmod(root / "blobs", 0o711)  # noqa: S103
+    NodeCache(root).close()
+    NodeCache(root, sharing="group").close()
+    assert _mode(root) == 0o750
+    assert _mode(root / "blobs") == 0o711
+    assert _mode(root / "snapshots") == 0o700  # created by the first, private, open
+
+
+def test_group_cache_is_setgid_and_sticky(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    root.mkdir()
+    os.chmod(root, 0o2775)  # noqa: S103 - chgrp G root; chmod 2775 root: the cache becomes G's
+    old = os.umask(0o077)
+    try:
+        cache = NodeCache(root)
+    finally:
+        os.umask(old)
+    assert cache.sharing.group
+    for sub in ("blobs", "snapshots", "refs", "manifests"):
+        assert _mode(root / sub) == 0o3775, sub  # nobody replaces another member's files
+    for sub in ("tmp", "locks"):
+        assert _mode(root / sub) == 0o2775, sub  # anyone clears a stale lock or part file
+    assert _mode(root / "index.sqlite") == 0o664
     data = os.urandom(100)
     entry = _entry("a", data, 1)
     temp = cache.temp_path(entry.digest)
     temp.write_bytes(data)
-    assert cache.commit_blob(temp, entry).stat().st_mode & 0o777 == 0o444
+    assert _mode(cache.commit_blob(temp, entry)) == 0o444
+    fd = cache.start_progress(entry)
+    os.close(fd)
+    assert _mode(cache.progress_path(entry.digest)) == 0o644  # its owner alone writes it
+    cache.close()
+
+
+def test_a_blob_whose_stat_changed_is_rehashed_before_use(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path)
+    data = os.urandom(1000)
+    entry = _entry("w.bin", data, 2)
+    temp = cache.temp_path(entry.digest)
+    temp.write_bytes(data)
+    blob = cache.commit_blob(temp, entry)
+    st = blob.stat()
+    assert cache.blob_trusted(blob.name, st)
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))  # ctime moves: no longer vouched for
+    assert not cache.blob_trusted(blob.name, blob.stat())
+    assert cache.has_blob(entry)  # re-hashed: still right, and trusted again
+    assert cache.blob_trusted(blob.name, blob.stat())
+    blob.chmod(0o644)
+    with open(blob, "r+b") as f:  # as through a hardlinked -o file
+        f.write(b"\0" * 10)
+    blob.chmod(0o444)
+    assert not cache.has_blob(entry)
+    assert not blob.exists()  # removed, so the next pull fetches it again
+    assert cache.locate_chunks([c.digest for c in entry.chunks]) == {}
+    cache.close()
+
+
+def test_chunk_index_rows_outside_blobs_are_ignored(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path / "cache")
+    data = os.urandom(1000)
+    entry = _entry("w.bin", data, 2)
+    temp = cache.temp_path(entry.digest)
+    temp.write_bytes(data)
+    blob = cache.commit_blob(temp, entry)
+    secret = tmp_path / "secret"
+    secret.write_bytes(os.urandom(1000))
+    rows = [
+        ("blake3:" + "1" * 64, "../../secret", 0, 10),  # not a blob name
+        ("blake3:" + "2" * 64, blob.name, 990, 20),  # past the blob's end
+        ("blake3:" + "3" * 64, blob.name, -5, 10),
+        ("blake3:" + "4" * 64, "a" * 64, 0, 10),  # no such blob
+    ]
+    cache._db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?)", rows)
+    (cache.layout.blobs_dir / ("5" * 64)).symlink_to(secret)  # a planted link
+    cache._db.execute("INSERT INTO chunks VALUES (?, ?, 0, 10)", ("blake3:" + "6" * 64, "5" * 64))
+    assert cache.locate_chunks([r[0] for r in rows] + ["blake3:" + "6" * 64]) == {}
+    cache.close()
+
+
+def test_cached_manifest_must_match_its_name(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path)
+    manifest = Manifest.build([_entry("a", b"x" * 100, 1)])
+    other = Manifest.build([_entry("b", b"y" * 100, 1)])
+    cache.save_manifest(manifest.digest, manifest.to_json_bytes())
+    assert cache.load_manifest(manifest.digest) == manifest
+    cache.manifest_path(manifest.digest).chmod(0o644)
+    cache.manifest_path(manifest.digest).write_bytes(other.to_json_bytes())
+    with pytest.raises(IntegrityError, match="does not match its name") as refused:
+        cache.load_manifest(manifest.digest)
+    assert refused.value.code is ErrorCode.CACHE_UNTRUSTED
+    with pytest.raises(IntegrityError, match="does not match its name"):
+        resolve_offline(cache, Reference.parse(f"team/m@{manifest.digest}"))
+    cache.save_manifest(manifest.digest, manifest.to_json_bytes())  # online: replaced
+    assert cache.load_manifest(manifest.digest) == manifest
     cache.close()
 
 

@@ -15,7 +15,7 @@ from wreg.core.digest import digest_bytes
 from wreg.core.encoding import encode_chunk
 from wreg.core.errors import IntegrityError, NotFound, WregError
 from wreg.core.manifest import ChunkRef, FileEntry, Manifest
-from wreg.testing.webapps import start_app
+from wreg.testing.webapps import CHUNK_ROUTE, start_app
 
 CHUNK = 256 * 1024
 
@@ -42,7 +42,7 @@ def _pull_from(bad_chunk: web.Response, cache: Path, out: Path) -> WregError:
         return web.Response(body=body, headers={"Wreg-Manifest-Digest": digest_bytes(body)})
 
     async def chunk(request: web.Request) -> web.Response:
-        encoded = chunks.get(request.match_info["d"])
+        encoded = chunks.get(request.match_info["digest"])
         return web.Response(body=encoded) if encoded is not None else bad_chunk
 
     async def main() -> WregError:
@@ -50,7 +50,7 @@ def _pull_from(bad_chunk: web.Response, cache: Path, out: Path) -> WregError:
         app.add_routes(
             [
                 web.get("/v1/repositories/{n:.*}/manifests/{r}", manifest),
-                web.get("/v1/chunks/{d}", chunk),
+                web.get(CHUNK_ROUTE, chunk),
             ]
         )
         runner, port = await start_app(app)

@@ -82,7 +82,7 @@ def _run(
             )
 
         registry_app = web.Application()
-        registry_app.add_routes([web.get("/v1/chunks/{d}", registry_handler)])
+        registry_app.add_routes([web.get("/v1/repositories/t/m/chunks/{d}", registry_handler)])
         runner, registry_port = await start_app(registry_app)
         runners.append(runner)
         try:
@@ -104,9 +104,9 @@ def test_redirect_is_followed_without_the_token() -> None:
     """aiohttp follows the 307 and drops Authorization for the store's other origin."""
 
     async def body(r: Registry, seen: Seen) -> None:
-        assert await r.get_chunk(DIGEST) == BODY
+        assert await r.get_chunk("t/m", DIGEST) == BODY
         buf = bytearray(64)
-        assert await r.get_chunk_into(DIGEST, buf) == len(BODY)
+        assert await r.get_chunk_into("t/m", DIGEST, buf) == len(BODY)
         assert bytes(buf[: len(BODY)]) == BODY
 
     seen = _run(_ok, body)
@@ -120,7 +120,10 @@ def test_store_404_is_a_clear_not_found_and_not_retried() -> None:
         return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
 
     async def body(r: Registry, seen: Seen) -> None:
-        for download in (r.get_chunk(DIGEST), r.get_chunk_into(DIGEST, bytearray(64))):
+        for download in (
+            r.get_chunk("t/m", DIGEST),
+            r.get_chunk_into("t/m", DIGEST, bytearray(64)),
+        ):
             with pytest.raises(NotFound) as info:
                 await download
             error = info.value
@@ -141,7 +144,7 @@ def test_store_403_expired_is_retried_then_explained() -> None:
 
     async def body(r: Registry, seen: Seen) -> None:
         with pytest.raises(TransportError) as info:
-            await r.get_chunk(DIGEST)
+            await r.get_chunk("t/m", DIGEST)
         message = info.value.message
         assert "403 AccessDenied: Request has expired" in message
         assert "presigned URL expired" in message
@@ -162,7 +165,7 @@ def test_store_403_then_success_recovers() -> None:
         return await _ok(request)
 
     async def body(r: Registry, seen: Seen) -> None:
-        assert await r.get_chunk(DIGEST) == BODY
+        assert await r.get_chunk("t/m", DIGEST) == BODY
 
     _run(once_expired, body)
     assert calls["n"] == 2
@@ -174,7 +177,7 @@ def test_store_400_is_permanent() -> None:
 
     async def body(r: Registry, seen: Seen) -> None:
         with pytest.raises(RegistryError, match="Only one auth mechanism allowed"):
-            await r.get_chunk(DIGEST)
+            await r.get_chunk("t/m", DIGEST)
 
     seen = _run(bad, body)
     assert len(seen.store_auth) == 1
@@ -185,6 +188,6 @@ def test_unreachable_store_names_the_store() -> None:
 
     async def body(r: Registry, seen: Seen) -> None:
         with pytest.raises(TransportError, match=f"object store at 127.0.0.1:{dead_port}"):
-            await r.get_chunk(DIGEST)
+            await r.get_chunk("t/m", DIGEST)
 
     _run(None, body, store_port=dead_port)

@@ -105,8 +105,8 @@ def test_dockerfile_runs_an_installed_console_script() -> None:
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0"  # noqa: S104 - checks the compose file's address, binds nothing
 
 
-def test_cache_warm_examples_use_real_variables() -> None:
-    known = client_variables()
+def test_deploy_examples_use_real_variables() -> None:
+    known = client_variables() | server_variables()
     for path in (ROOT / "deploy").iterdir():
         text = path.read_text()
         for var in re.findall(r"\bWREG_[A-Z_]+", text):

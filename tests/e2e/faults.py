@@ -31,7 +31,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from wreg.testing.webapps import start_app
+from wreg.testing.webapps import chunk_digest, start_app
 
 
 class _Thread:
@@ -116,8 +116,8 @@ class FaultProxy(_Thread):
         app = web.Application(client_max_size=64 << 20)
 
         async def handle(request: web.Request) -> web.StreamResponse:
-            digest = request.path.rsplit("/", 1)[1]
-            chunk = request.path.startswith("/v1/chunks/") and request.path.count("/") == 3
+            digest = chunk_digest(request.path) or ""
+            chunk = bool(digest)
             fault = None
             if chunk and request.method == "GET":
                 self.gets[digest] += 1

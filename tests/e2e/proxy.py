@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import aiohttp
 from aiohttp import web
 
-from wreg.testing.webapps import start_app
+from wreg.testing.webapps import chunk_digest, start_app
 
 
 class Proxy:
@@ -47,7 +47,7 @@ class Proxy:
 
         async def handle(request: web.Request) -> web.StreamResponse:
             path = request.path_qs
-            chunk = request.method == "GET" and request.path.startswith("/v1/chunks/")
+            chunk = request.method == "GET" and chunk_digest(request.path) is not None
             if chunk:
                 if self.serve_limit is not None and self.served >= self.serve_limit:
                     generation = self._generation

@@ -164,7 +164,8 @@ def test_chunk_corrupted_in_s3_is_refused_and_never_written(
 
         tampered = asyncio.run(tamper())
         if not redirect:  # the server serves what it stored, unchecked (see the docstring)
-            r = httpx.get(f"{server.url}/v1/chunks/{victim}", timeout=10)
+            chunks = f"{server.url}/v1/repositories/rot/model/chunks"
+            r = httpx.get(f"{chunks}/{victim}", timeout=10)
             assert (r.status_code, r.content) == (200, tampered)
 
         cache, dest = tmp_path / "cache", tmp_path / "out"
@@ -200,8 +201,10 @@ def _probe(url: str, manifest: Manifest) -> dict[str, tuple[int, str]]:
             "readyz": _status(http.get("/readyz")),
             "repositories": _status(http.get("/v1/repositories")),
             "manifest": _status(http.get("/v1/repositories/down/model/manifests/v1")),
-            "missing": _status(http.post("/v1/chunks/missing", json={"digests": [chunk]})),
-            "chunk": _status(http.get(f"/v1/chunks/{chunk}")),
+            "missing": _status(
+                http.post("/v1/repositories/down/model/chunks/missing", json={"digests": [chunk]})
+            ),
+            "chunk": _status(http.get(f"/v1/repositories/down/model/chunks/{chunk}")),
         }
 
 

@@ -42,7 +42,8 @@ def _commit_repeated(url: str, name: str, raw: bytes, times: int, file_digest: s
     }
     body = canonical_json(doc)
     with httpx.Client(base_url=url, timeout=60) as http:
-        assert http.put(f"/v1/chunks/{chunk}", content=encode_chunk(raw)).status_code in (200, 201)
+        chunks = f"/v1/repositories/{name}/chunks"
+        assert http.put(f"{chunks}/{chunk}", content=encode_chunk(raw)).status_code in (200, 201)
         r = http.put(
             f"/v1/repositories/{name}/manifests/{digest_bytes(body)}",
             content=body,

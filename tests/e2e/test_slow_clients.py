@@ -213,7 +213,8 @@ def start_slow_post(server: RunningServer, source: str, forwarded_for: str) -> s
     """A request whose headers are complete and whose body has only begun: in progress."""
     sock = connect(server, source)
     sock.sendall(
-        b"POST /v1/chunks/missing HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"POST /v1/repositories/t/m/chunks/missing HTTP/1.1\r\nHost: t\r\n"
+        b"Content-Type: application/json\r\n"
         b"X-Forwarded-For: " + forwarded_for.encode() + b"\r\nContent-Length: 400\r\n\r\n{"
     )
     return sock
@@ -259,13 +260,14 @@ def test_a_body_slower_than_the_minimum_rate_is_refused(
     minimum rate (~3.6 s here), and logs no server error."""
     if framing == "chunked":
         head = (
-            f"PUT /v1/chunks/{digest_bytes(b'x')} HTTP/1.1\r\nHost: t\r\n"
+            f"PUT /v1/repositories/t/m/chunks/{digest_bytes(b'x')} HTTP/1.1\r\nHost: t\r\n"
             "Transfer-Encoding: chunked\r\n\r\n"
         )
         piece = b"2\r\nab\r\n"
     else:
         head = (
-            "POST /v1/chunks/missing HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            "POST /v1/repositories/t/m/chunks/missing HTTP/1.1\r\nHost: t\r\n"
+            "Content-Type: application/json\r\n"
             "Content-Length: 400\r\n\r\n{"
         )
         piece = b"  "

@@ -159,8 +159,13 @@ class Api:
     ``with Api(url) as api:`` closes its connections at the end of the block.
     """
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, repository: str = "test/chunks") -> None:
         self.http = httpx.Client(base_url=base_url, timeout=30)
+        self.repository = repository  # chunks go through it unless told otherwise
+
+    def chunks(self, repository: str | None = None) -> str:
+        """The chunk routes of ``repository`` (default: this client's)."""
+        return f"/v1/repositories/{repository or self.repository}/chunks"
 
     def close(self) -> None:
         self.http.close()
@@ -171,8 +176,9 @@ class Api:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def upload(self, chunk: Chunk) -> httpx.Response:
-        response = self.http.put(f"/v1/chunks/{chunk.digest}", content=chunk.encoded)
+    def upload(self, chunk: Chunk, repository: str | None = None) -> httpx.Response:
+        """Upload through ``repository`` (default: this client's)."""
+        response = self.http.put(f"{self.chunks(repository)}/{chunk.digest}", content=chunk.encoded)
         assert response.status_code in (200, 201), response.text
         return response
 
@@ -185,12 +191,20 @@ class Api:
             f"/v1/repositories/{name}/manifests/{digest_bytes(body)}", content=body, params=params
         )
 
+    def reference(self, *chunks: Chunk, repository: str | None = None) -> Manifest:
+        """Commit a manifest of ``repository`` (default: this client's) holding each of
+        ``chunks`` (uploaded already) as one file, so they become readable through it."""
+        manifest = Manifest.build([file_of(f"f{i}.bin", c) for i, c in enumerate(chunks)])
+        response = self.commit(repository or self.repository, manifest, "latest")
+        assert response.status_code in (200, 201), response.text
+        return manifest
+
     def push(self, name: str, *files: tuple[str, bytes], tag: str | None = "latest") -> Manifest:
         """Upload each file as one chunk and commit a manifest of them."""
         entries = []
         for path, data in files:
             chunk = Chunk.of(data)
-            self.upload(chunk)
+            self.upload(chunk, name)
             entries.append(file_of(path, chunk))
         manifest = Manifest.build(entries)
         response = self.commit(name, manifest, tag)

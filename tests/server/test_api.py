@@ -22,7 +22,8 @@ def test_health(api: Api) -> None:
 
 def test_openapi_and_docs(api: Api) -> None:
     schema = api.http.get("/openapi.json").json()
-    assert "/v1/chunks/{digest}" in schema["paths"]
+    assert "/v1/repositories/{name}/chunks/{digest}" in schema["paths"]
+    assert "/v1/chunks/{digest}" not in schema["paths"]  # WREG_CHUNK_NAMESPACE=global only
     assert "/v1/repositories/{name}/manifests/{digest}" in schema["paths"]
     assert api.http.get("/docs").status_code == 200
 

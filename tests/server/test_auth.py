@@ -125,11 +125,14 @@ def call(reg: Registry, who: str | None, request: str) -> httpx.Response:
             case "tags":
                 return c.get(f"/v1/repositories/{repo}/tags")
             case "chunk":
+                chunks = f"/v1/repositories/{repo}/chunks"
                 if method == "PUT":
-                    return c.put(f"/v1/chunks/{reg.chunk.digest}", content=reg.chunk.encoded)
-                return c.request(method, f"/v1/chunks/{manifest.files[0].chunks[0].digest}")
+                    return c.put(f"{chunks}/{reg.chunk.digest}", content=reg.chunk.encoded)
+                return c.request(method, f"{chunks}/{manifest.files[0].chunks[0].digest}")
             case "missing":
-                return c.post("/v1/chunks/missing", json={"digests": [reg.chunk.digest]})
+                return c.post(
+                    f"/v1/repositories/{repo}/chunks/missing", json={"digests": [reg.chunk.digest]}
+                )
             case "repositories":
                 return c.get("/v1/repositories")
             case "tokens":
@@ -153,10 +156,13 @@ MATRIX: dict[str, set[str | None]] = {
     "DELETE tag team-b/m": {"admin"},
     "GET tags team-a/m": {"admin", "team-a-push", "reader", "team-a-reader", "mixed"},
     "GET tags team-b/m": {"admin", "reader", "mixed"},
-    "GET chunk team-b/m": {"admin", "team-a-push", "reader", "team-a-reader", "mixed"},
-    "HEAD chunk team-b/m": {"admin", "team-a-push", "reader", "team-a-reader", "mixed"},
-    "PUT chunk": {"admin", "team-a-push", "mixed"},
-    "POST missing": {"admin", "team-a-push", "mixed"},
+    "GET chunk team-a/m": {"admin", "team-a-push", "reader", "team-a-reader", "mixed"},
+    "GET chunk team-b/m": {"admin", "reader", "mixed"},
+    "HEAD chunk team-b/m": {"admin", "reader", "mixed"},
+    "PUT chunk team-a/m": {"admin", "team-a-push", "mixed"},
+    "PUT chunk team-b/m": {"admin"},
+    "POST missing team-a/m": {"admin", "team-a-push", "mixed"},
+    "POST missing team-b/m": {"admin"},
     "GET repositories": {"admin", "team-a-push", "reader", "team-a-reader", "mixed"},
     "GET tokens": {"admin"},
     "GET self": {"admin", "team-a-push", "reader", "team-a-reader", "mixed"},
@@ -199,7 +205,8 @@ def test_push_cannot_create_a_repository_outside_its_glob(registry: Registry) ->
     chunk = Chunk.of(b"elsewhere")
     manifest = Manifest.build([file_of("f", chunk)])
     with registry.client("team-a-push") as c:
-        assert c.put(f"/v1/chunks/{chunk.digest}", content=chunk.encoded).status_code == 201
+        chunks = "/v1/repositories/team-a/new/chunks"
+        assert c.put(f"{chunks}/{chunk.digest}", content=chunk.encoded).status_code == 201
         ok = c.put(
             f"/v1/repositories/team-a/new/manifests/{manifest.digest}",
             content=manifest.to_json_bytes(),
@@ -259,7 +266,12 @@ def test_anonymous_pull(anonymous_registry: Registry) -> None:
             "scopes": ["pull:*"],
             "auth": True,
         }
-    for request_ in ("PUT chunk", "POST missing", "PUT tag team-a/m", "GET tokens"):
+    for request_ in (
+        "PUT chunk team-a/m",
+        "POST missing team-a/m",
+        "PUT tag team-a/m",
+        "GET tokens",
+    ):
         r = call(reg, None, request_)
         assert_error(r, 401, "UNAUTHORIZED")
     # A bad token is not quietly downgraded to anonymous.
@@ -351,7 +363,7 @@ def test_path_parameters_are_validated_before_scopes(registry: Registry) -> None
         ("GET", "/v1/repositories/team-a/m/manifests/blake3:xyz", "DIGEST_INVALID"),
         ("GET", "/v1/repositories/team-a/m/manifests/-bad", "TAG_INVALID"),
         ("PUT", "/v1/repositories/team-a/m/tags/.hidden", "TAG_INVALID"),
-        ("GET", "/v1/chunks/sha256:00", "DIGEST_INVALID"),
+        ("GET", "/v1/repositories/team-a/m/chunks/sha256:00", "DIGEST_INVALID"),
         ("DELETE", "/v1/repositories/team-a/%2E%2E/team-b/m/tags/v1", "NAME_INVALID"),
     ]
     with registry.client("team-a-push") as c:

@@ -1,4 +1,5 @@
-"""``/v1/chunks``: missing query, upload, download, and every way to get them wrong."""
+"""Chunk routes (``/v1/repositories/{name}/chunks``): missing query, upload, download,
+and every way to get them wrong. Who may see which chunk is ``test_tenancy.py``."""
 
 from __future__ import annotations
 
@@ -35,21 +36,21 @@ def test_missing_keeps_order_and_drops_duplicates(api: Api) -> None:
     a, b, c = (Chunk.of(bytes([i]) * 100) for i in range(3))
     api.upload(b)
     r = api.http.post(
-        "/v1/chunks/missing", json={"digests": [c.digest, b.digest, a.digest, c.digest]}
+        f"{api.chunks()}/missing", json={"digests": [c.digest, b.digest, a.digest, c.digest]}
     )
     assert r.status_code == 200
     assert r.json() == {"missing": [c.digest, a.digest]}
 
 
 def test_missing_empty_query(api: Api) -> None:
-    r = api.http.post("/v1/chunks/missing", json={"digests": []})
+    r = api.http.post(f"{api.chunks()}/missing", json={"digests": []})
     assert r.status_code == 200
     assert r.json() == {"missing": []}
 
 
 @pytest.mark.parametrize("digest", ["sha256:" + "0" * 64, "blake3:" + "A" * 64, "blake3:00", ""])
 def test_missing_rejects_bad_digests(api: Api, digest: str) -> None:
-    r = api.http.post("/v1/chunks/missing", json={"digests": [digest]})
+    r = api.http.post(f"{api.chunks()}/missing", json={"digests": [digest]})
     assert_error(r, 400, "DIGEST_INVALID")
 
 
@@ -60,23 +61,23 @@ def test_missing_rejects_bad_digests(api: Api, digest: str) -> None:
 )  # fmt: skip
 def test_missing_rejects_malformed_bodies(api: Api, body: bytes) -> None:
     r = api.http.post(
-        "/v1/chunks/missing", content=body, headers={"content-type": "application/json"}
+        f"{api.chunks()}/missing", content=body, headers={"content-type": "application/json"}
     )
     assert_error(r, 400, "BODY_INVALID")
 
 
 def test_missing_rejects_too_many_digests(api: Api) -> None:
     digests = [digest_bytes(str(i).encode()) for i in range(TEST_LIMITS["max_missing_query"] + 1)]
-    r = api.http.post("/v1/chunks/missing", json={"digests": digests[:180]})
+    r = api.http.post(f"{api.chunks()}/missing", json={"digests": digests[:180]})
     # 180 digests exceed the JSON size limit of this test server before the count limit.
     assert r.status_code == 413
-    r = api.http.post("/v1/chunks/missing", json={"digests": digests})
+    r = api.http.post(f"{api.chunks()}/missing", json={"digests": digests})
     assert_error(r, 413, "BODY_TOO_LARGE")
 
 
 def test_missing_rejects_oversized_json(api: Api) -> None:
     body = json.dumps({"digests": [], "pad": "x" * TEST_LIMITS["max_json_body"]}).encode()
-    r = api.http.post("/v1/chunks/missing", content=body)
+    r = api.http.post(f"{api.chunks()}/missing", content=body)
     error = assert_error(r, 413, "BODY_TOO_LARGE")
     assert error["detail"] == {"limit": TEST_LIMITS["max_json_body"]}
 
@@ -90,7 +91,7 @@ def test_missing_rejects_oversized_streamed_json(api: Api) -> None:
             yield b"x" * KiB
         yield b'"}'
 
-    r = api.http.post("/v1/chunks/missing", content=parts())
+    r = api.http.post(f"{api.chunks()}/missing", content=parts())
     assert_error(r, 413, "BODY_TOO_LARGE")
 
 
@@ -99,7 +100,7 @@ def test_missing_rejects_oversized_streamed_json(api: Api) -> None:
 
 def test_upload_then_download(api: Api, settings: ServerSettings) -> None:
     chunk = Chunk.of(b"weights " * 1000)
-    r = api.http.put(f"/v1/chunks/{chunk.digest}", content=chunk.encoded)
+    r = api.http.put(f"{api.chunks()}/{chunk.digest}", content=chunk.encoded)
     assert r.status_code == 201
     assert r.json() == {
         "digest": chunk.digest,
@@ -107,37 +108,42 @@ def test_upload_then_download(api: Api, settings: ServerSettings) -> None:
         "stored_size": len(chunk.encoded),
     }
     assert stored_chunks(settings) == [chunk.digest.split(":")[1]]
+    api.reference(chunk)
 
-    r = api.http.get(f"/v1/chunks/{chunk.digest}")
+    r = api.http.get(f"{api.chunks()}/{chunk.digest}")
     assert r.status_code == 200
     assert r.content == chunk.encoded
     assert r.headers["content-type"] == CHUNK_MEDIA_TYPE
     assert r.headers["cache-control"] == IMMUTABLE
     assert r.headers["etag"] == f'"{chunk.digest}"'
 
-    r = api.http.post("/v1/chunks/missing", json={"digests": [chunk.digest]})
+    r = api.http.post(f"{api.chunks()}/missing", json={"digests": [chunk.digest]})
     assert r.json() == {"missing": []}
 
 
-def test_reupload_is_idempotent(api: Api) -> None:
+def test_reupload_is_idempotent(api: Api, settings: ServerSettings) -> None:
+    """Through a repository a re-upload is answered like the first (test_tenancy.py)."""
     chunk = Chunk.of(os.urandom(5000))
-    assert api.http.put(f"/v1/chunks/{chunk.digest}", content=chunk.encoded).status_code == 201
-    r = api.http.put(f"/v1/chunks/{chunk.digest}", content=chunk.encoded)
-    assert r.status_code == 200
+    assert api.http.put(f"{api.chunks()}/{chunk.digest}", content=chunk.encoded).status_code == 201
+    r = api.http.put(f"{api.chunks()}/{chunk.digest}", content=chunk.encoded)
+    assert r.status_code == 201
     assert r.json()["digest"] == chunk.digest
+    assert stored_chunks(settings) == [chunk.digest.split(":")[1]]
 
 
 def test_float_chunk_roundtrip(api: Api) -> None:
     values = np.random.default_rng(0).standard_normal(4096).astype(np.float32)
     chunk = Chunk.of(values.tobytes(), dtype="F32")
     api.upload(chunk)
-    assert api.http.get(f"/v1/chunks/{chunk.digest}").content == chunk.encoded
+    api.reference(chunk)
+    assert api.http.get(f"{api.chunks()}/{chunk.digest}").content == chunk.encoded
 
 
 def test_head(api: Api) -> None:
     chunk = Chunk.of(b"abc" * 100)
     api.upload(chunk)
-    r = api.http.head(f"/v1/chunks/{chunk.digest}")
+    api.reference(chunk)
+    r = api.http.head(f"{api.chunks()}/{chunk.digest}")
     assert r.status_code == 200
     assert r.content == b""
     assert int(r.headers["content-length"]) == len(chunk.encoded)
@@ -148,19 +154,22 @@ def test_head(api: Api) -> None:
 def test_conditional_get(api: Api) -> None:
     chunk = Chunk.of(b"cached" * 100)
     api.upload(chunk)
-    r = api.http.get(f"/v1/chunks/{chunk.digest}", headers={"if-none-match": f'"{chunk.digest}"'})
+    api.reference(chunk)
+    r = api.http.get(
+        f"{api.chunks()}/{chunk.digest}", headers={"if-none-match": f'"{chunk.digest}"'}
+    )
     assert r.status_code == 304
     assert r.content == b""
-    r = api.http.get(f"/v1/chunks/{chunk.digest}", headers={"if-none-match": '"other"'})
+    r = api.http.get(f"{api.chunks()}/{chunk.digest}", headers={"if-none-match": '"other"'})
     assert r.status_code == 200
 
 
 def test_unknown_chunk(api: Api) -> None:
     digest = digest_bytes(b"never uploaded")
-    assert_error(api.http.get(f"/v1/chunks/{digest}"), 404, "CHUNK_UNKNOWN")
-    r = api.http.head(f"/v1/chunks/{digest}")
+    assert_error(api.http.get(f"{api.chunks()}/{digest}"), 404, "CHUNK_UNKNOWN")
+    r = api.http.head(f"{api.chunks()}/{digest}")
     assert r.status_code == 404
-    r = api.http.get(f"/v1/chunks/{digest}", headers={"if-none-match": f'"{digest}"'})
+    r = api.http.get(f"{api.chunks()}/{digest}", headers={"if-none-match": f'"{digest}"'})
     assert_error(r, 404, "CHUNK_UNKNOWN")
 
 
@@ -171,21 +180,23 @@ def test_unknown_chunk(api: Api) -> None:
 )  # fmt: skip
 def test_bad_digest_in_url(api: Api, digest: str) -> None:
     chunk = Chunk.of(b"x" * 100)
-    assert_error(api.http.put(f"/v1/chunks/{digest}", content=chunk.encoded), 400, "DIGEST_INVALID")
-    assert_error(api.http.get(f"/v1/chunks/{digest}"), 400, "DIGEST_INVALID")
+    assert_error(
+        api.http.put(f"{api.chunks()}/{digest}", content=chunk.encoded), 400, "DIGEST_INVALID"
+    )
+    assert_error(api.http.get(f"{api.chunks()}/{digest}"), 400, "DIGEST_INVALID")
 
 
 def assert_invisible(api: Api, settings: ServerSettings, digest: str) -> None:
-    assert_error(api.http.get(f"/v1/chunks/{digest}"), 404, "CHUNK_UNKNOWN")
-    assert api.http.head(f"/v1/chunks/{digest}").status_code == 404
-    r = api.http.post("/v1/chunks/missing", json={"digests": [digest]})
+    assert_error(api.http.get(f"{api.chunks()}/{digest}"), 404, "CHUNK_UNKNOWN")
+    assert api.http.head(f"{api.chunks()}/{digest}").status_code == 404
+    r = api.http.post(f"{api.chunks()}/missing", json={"digests": [digest]})
     assert r.json() == {"missing": [digest]}
     assert digest.split(":")[1] not in stored_chunks(settings)
 
 
 def test_content_not_matching_digest(api: Api, settings: ServerSettings) -> None:
     claimed = digest_bytes(b"the real content")
-    r = api.http.put(f"/v1/chunks/{claimed}", content=encode_chunk(b"something else"))
+    r = api.http.put(f"{api.chunks()}/{claimed}", content=encode_chunk(b"something else"))
     error = assert_error(r, 400, "DIGEST_MISMATCH")
     assert error["detail"]["expected"] == claimed
     assert error["detail"]["actual"] == digest_bytes(b"something else")
@@ -209,7 +220,7 @@ def test_bad_chunk_encoding(api: Api, settings: ServerSettings, mangle: object) 
     raw = os.urandom(1000)  # incompressible: stored with codec none
     digest = digest_bytes(raw)
     assert callable(mangle)
-    r = api.http.put(f"/v1/chunks/{digest}", content=mangle(encode_chunk(raw)))
+    r = api.http.put(f"{api.chunks()}/{digest}", content=mangle(encode_chunk(raw)))
     assert_error(r, 400, "CHUNK_INVALID")
     assert_invisible(api, settings, digest)
 
@@ -219,7 +230,7 @@ def test_corrupt_zstd_payload(api: Api, settings: ServerSettings) -> None:
     encoded = bytearray(encode_chunk(raw))
     assert len(encoded) < len(raw)  # really compressed
     encoded[HEADER_SIZE + 4 : HEADER_SIZE + 12] = b"\xff" * 8
-    r = api.http.put(f"/v1/chunks/{digest_bytes(raw)}", content=bytes(encoded))
+    r = api.http.put(f"{api.chunks()}/{digest_bytes(raw)}", content=bytes(encoded))
     assert r.status_code == 400
     assert r.json()["errors"][0]["code"] in {"CHUNK_INVALID", "DIGEST_MISMATCH"}
     assert_invisible(api, settings, digest_bytes(raw))
@@ -228,7 +239,7 @@ def test_corrupt_zstd_payload(api: Api, settings: ServerSettings) -> None:
 def test_oversized_chunk_body(api: Api, settings: ServerSettings) -> None:
     raw = os.urandom(TEST_LIMITS["max_chunk_encoded"] + 1)
     digest = digest_bytes(raw)
-    r = api.http.put(f"/v1/chunks/{digest}", content=encode_chunk(raw))
+    r = api.http.put(f"{api.chunks()}/{digest}", content=encode_chunk(raw))
     assert_error(r, 413, "CHUNK_TOO_LARGE")
     assert_invisible(api, settings, digest)
 
@@ -242,7 +253,7 @@ def test_oversized_streamed_chunk_body(api: Api, settings: ServerSettings) -> No
         for i in range(0, len(encoded), 64 * KiB):
             yield encoded[i : i + 64 * KiB]
 
-    r = api.http.put(f"/v1/chunks/{digest}", content=parts())
+    r = api.http.put(f"{api.chunks()}/{digest}", content=parts())
     assert_error(r, 413, "CHUNK_TOO_LARGE")
     assert_invisible(api, settings, digest)
 
@@ -254,7 +265,7 @@ def test_raw_length_over_limit_is_refused_before_decoding(
     raw = bytes(TEST_LIMITS["max_chunk_raw"] + 1)
     encoded = encode_chunk(raw)
     assert len(encoded) < TEST_LIMITS["max_chunk_encoded"]
-    r = api.http.put(f"/v1/chunks/{digest_bytes(raw)}", content=encoded)
+    r = api.http.put(f"{api.chunks()}/{digest_bytes(raw)}", content=encoded)
     assert_error(r, 413, "CHUNK_TOO_LARGE")
     assert_invisible(api, settings, digest_bytes(raw))
 
@@ -272,7 +283,7 @@ def test_zstd_bomb_is_refused_without_inflating(
     """
     raw = bytes(2 * SMALL if name.startswith("plane") else SMALL)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    r = api.http.put(f"/v1/chunks/{digest_bytes(raw)}", content=BOMBS[name])
+    r = api.http.put(f"{api.chunks()}/{digest_bytes(raw)}", content=BOMBS[name])
     assert_error(r, 400, "CHUNK_INVALID")
     growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     assert growth < 4 * RSS_GROWTH_CAP, f"peak RSS grew by {growth >> 20} MiB"
@@ -283,10 +294,10 @@ def test_zstd_bomb_is_refused_without_inflating(
 def test_chunk_at_the_raw_limit_is_accepted(api: Api) -> None:
     chunk = Chunk.of(os.urandom(TEST_LIMITS["max_chunk_raw"]))
     assert len(chunk.encoded) <= TEST_LIMITS["max_chunk_encoded"]
-    assert api.http.put(f"/v1/chunks/{chunk.digest}", content=chunk.encoded).status_code == 201
+    assert api.http.put(f"{api.chunks()}/{chunk.digest}", content=chunk.encoded).status_code == 201
 
 
 def test_wrong_method(api: Api) -> None:
-    r = api.http.delete(f"/v1/chunks/{digest_bytes(b'x')}")
+    r = api.http.delete(f"{api.chunks()}/{digest_bytes(b'x')}")
     assert_error(r, 405, "METHOD_NOT_ALLOWED")
     assert allowed_methods(r) == ["GET", "HEAD", "PUT"]

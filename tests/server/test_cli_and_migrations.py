@@ -24,6 +24,7 @@ TABLES = {
     "manifest_chunks",
     "tags",
     "tokens",
+    "chunk_claims",
 }
 
 

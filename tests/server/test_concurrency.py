@@ -19,7 +19,9 @@ def test_concurrent_identical_pushes(base_url: str) -> None:
         statuses = []
         with httpx.Client(base_url=base_url, timeout=60) as client:
             for chunk in chunks:
-                r = client.put(f"/v1/chunks/{chunk.digest}", content=chunk.encoded)
+                r = client.put(
+                    f"/v1/repositories/team/model/chunks/{chunk.digest}", content=chunk.encoded
+                )
                 statuses.append(r.status_code)
             r = client.put(
                 f"/v1/repositories/team/model/manifests/{manifest.digest}",

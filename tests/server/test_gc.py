@@ -80,8 +80,15 @@ def age(settings: ServerSettings, *chunks: Chunk, by: timedelta) -> None:
     )
 
 
+@pytest.fixture
+def settings(settings: ServerSettings) -> ServerSettings:
+    """GC is about storage, whoever may see it: the global namespace keeps these tests
+    free of who may read what (``test_tenancy.py``), and its routes are the scoped ones."""
+    return settings.model_copy(update={"chunk_namespace": "global"})
+
+
 def missing(api: Api, *chunks: Chunk) -> list[str]:
-    r = api.http.post("/v1/chunks/missing", json={"digests": [c.digest for c in chunks]})
+    r = api.http.post(f"{api.chunks()}/missing", json={"digests": [c.digest for c in chunks]})
     assert r.status_code == 200, r.text
     result: list[str] = r.json()["missing"]
     return result
@@ -133,8 +140,8 @@ def test_gc_frees_exactly_the_unreferenced(
     assert stored_keys(settings) == {chunk_key(x.digest) for x in (b, c)}
     assert missing(api, a, b, c, d) == [a.digest, d.digest]
     for x in (b, c):
-        assert api.http.get(f"/v1/chunks/{x.digest}").content == x.encoded
-    assert_error(api.http.get(f"/v1/chunks/{a.digest}"), 404, "CHUNK_UNKNOWN")
+        assert api.http.get(f"{api.chunks()}/{x.digest}").content == x.encoded
+    assert_error(api.http.get(f"{api.chunks()}/{a.digest}"), 404, "CHUNK_UNKNOWN")
     # Idempotent: nothing left to do.
     assert run_gc(settings, grace=ZERO).chunks_deleted == 0
 
@@ -184,7 +191,7 @@ def test_missing_query_and_reupload_refresh_the_grace_clock(
         api.upload(chunk)
     age(settings, a, b, c, by=timedelta(days=2))
     assert missing(api, a) == []  # a push learns a is present: a is protected
-    r = api.http.put(f"/v1/chunks/{b.digest}", content=b.encoded)
+    r = api.http.put(f"{api.chunks()}/{b.digest}", content=b.encoded)
     assert r.status_code == 200  # already stored, but its clock restarts
     result = run_gc(settings)
     assert result.chunks_deleted == 1
@@ -233,7 +240,7 @@ def test_condemned_chunk_is_missing_and_an_upload_revives_it(
     assert missing(api, a) == [a.digest]
     r = api.commit("m", Manifest.build([file_of("f", a)]))
     assert_error(r, 400, "MANIFEST_CHUNKS_MISSING")
-    r = api.http.put(f"/v1/chunks/{a.digest}", content=a.encoded)
+    r = api.http.put(f"{api.chunks()}/{a.digest}", content=a.encoded)
     assert r.status_code == 201
     assert missing(api, a) == []
     assert run_gc(settings, grace=ZERO).chunks_deleted == 1  # unreferenced: fair game now
@@ -280,7 +287,7 @@ def test_referenced_condemned_chunk_is_repaired_not_deleted(
     sql(settings, update(ChunkRow).values(gc_pending_since=utcnow()))
     result = run_gc(settings, grace=ZERO)
     assert result.chunks_deleted == 0
-    assert api.http.get(f"/v1/chunks/{a.digest}").content == a.encoded
+    assert api.http.get(f"{api.chunks()}/{a.digest}").content == a.encoded
     rows = sql(settings, select(ChunkRow.gc_pending_since))
     assert rows == [(None,)]
     assert missing(api, a) == []

@@ -41,7 +41,7 @@ def test_deep_json_bodies_are_400(
 ) -> None:
     caplog.set_level(logging.INFO)
     requests = [
-        ("POST", "/v1/chunks/missing"),
+        ("POST", "/v1/repositories/deep/chunks/missing"),
         ("PUT", "/v1/repositories/deep/tags/latest"),
         ("POST", "/v1/tokens"),
     ]
@@ -67,10 +67,10 @@ def test_deep_manifest_metadata_is_400(api: Api, caplog: pytest.LogCaptureFixtur
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("POST", "/v1/chunks/missing"),
+        ("POST", "/v1/repositories/deep/chunks/missing"),
         ("PUT", "/v1/repositories/gone/tags/latest"),
         ("PUT", "/v1/repositories/gone/manifests/" + digest_bytes(b"x")),
-        ("PUT", "/v1/chunks/" + digest_bytes(b"x")),
+        ("PUT", "/v1/repositories/gone/chunks/" + digest_bytes(b"x")),
     ],
 )
 def test_client_hanging_up_mid_body_is_not_a_server_error(

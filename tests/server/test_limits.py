@@ -50,7 +50,7 @@ def test_huge_content_length_is_refused_before_any_body(address: tuple[str, int]
     digest = Chunk.of(b"x").digest
     with socket.create_connection(address) as sock:
         sock.sendall(
-            f"PUT /v1/chunks/{digest} HTTP/1.1\r\nHost: t\r\n"
+            f"PUT /v1/repositories/t/m/chunks/{digest} HTTP/1.1\r\nHost: t\r\n"
             f"Content-Length: {10**15}\r\n\r\n".encode()
         )
         t0 = time.monotonic()
@@ -68,7 +68,7 @@ def test_slow_body_past_the_cap_is_cut_off_at_the_cap(address: tuple[str, int]) 
     sent = 0
     with socket.create_connection(address) as sock:
         sock.sendall(
-            f"PUT /v1/chunks/{digest} HTTP/1.1\r\nHost: t\r\n"
+            f"PUT /v1/repositories/t/m/chunks/{digest} HTTP/1.1\r\nHost: t\r\n"
             "Transfer-Encoding: chunked\r\n\r\n".encode()
         )
         sock.setblocking(False)
@@ -100,7 +100,8 @@ def test_slow_body_past_the_cap_is_cut_off_at_the_cap(address: tuple[str, int]) 
 def test_stalled_body_times_out(address: tuple[str, int]) -> None:
     with socket.create_connection(address) as sock:
         sock.sendall(
-            b"POST /v1/chunks/missing HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"POST /v1/repositories/t/m/chunks/missing HTTP/1.1\r\nHost: t\r\n"
+            b"Content-Type: application/json\r\n"
             b'Content-Length: 1000\r\n\r\n{"digests": ['
         )
         t0 = time.monotonic()

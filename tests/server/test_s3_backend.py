@@ -67,15 +67,16 @@ def test_chunk_streams_through_the_server(
     api, _ = streaming
     chunk = Chunk.of(os.urandom(200_000))
     assert api.upload(chunk).status_code == 201
-    assert api.upload(chunk).status_code == 200
+    assert api.upload(chunk).status_code == 201  # through a repository: like a first upload
+    api.reference(chunk)
     assert f"<Key>wreg/{chunk_key(chunk.digest)}</Key>" in _bucket_keys(moto_s3, s3_bucket)
 
-    response = api.http.get(f"/v1/chunks/{chunk.digest}")
+    response = api.http.get(f"{api.chunks()}/{chunk.digest}")
     assert response.status_code == 200
     assert response.content == chunk.encoded
     assert response.headers["cache-control"] == IMMUTABLE
     assert response.headers["etag"] == f'"{chunk.digest}"'
-    missing = api.http.get(f"/v1/chunks/{Chunk.of(b'never pushed').digest}")
+    missing = api.http.get(f"{api.chunks()}/{Chunk.of(b'never pushed').digest}")
     assert missing.status_code == 404
     assert missing.json()["errors"][0]["code"] == "CHUNK_UNKNOWN"
 
@@ -86,8 +87,9 @@ def test_redirect_mode_answers_307_to_a_presigned_url(
     api, _ = redirecting
     chunk = Chunk.of(os.urandom(150_000))
     api.upload(chunk)
+    api.reference(chunk)
 
-    response = api.http.get(f"/v1/chunks/{chunk.digest}")  # httpx: redirects not followed
+    response = api.http.get(f"{api.chunks()}/{chunk.digest}")  # httpx: redirects not followed
     assert response.status_code == 307
     location = response.headers["location"]
     assert location.startswith(moto_s3.endpoint + "/")
@@ -98,23 +100,23 @@ def test_redirect_mode_answers_307_to_a_presigned_url(
     assert response.headers.get("x-request-id")
 
     assert httpx.get(location, timeout=30).content == chunk.encoded  # plain GET, no auth
-    followed = api.http.get(f"/v1/chunks/{chunk.digest}", follow_redirects=True)
+    followed = api.http.get(f"{api.chunks()}/{chunk.digest}", follow_redirects=True)
     assert followed.status_code == 200
     assert followed.content == chunk.encoded
 
     # Unknown chunks are still refused by the registry itself, not redirected.
-    unknown = api.http.get(f"/v1/chunks/{Chunk.of(b'nope').digest}")
+    unknown = api.http.get(f"{api.chunks()}/{Chunk.of(b'nope').digest}")
     assert unknown.status_code == 404
     # HEAD and conditional GETs stay with the registry.
-    assert api.http.head(f"/v1/chunks/{chunk.digest}").status_code == 200
+    assert api.http.head(f"{api.chunks()}/{chunk.digest}").status_code == 200
     conditional = api.http.get(
-        f"/v1/chunks/{chunk.digest}", headers={"If-None-Match": f'"{chunk.digest}"'}
+        f"{api.chunks()}/{chunk.digest}", headers={"If-None-Match": f'"{chunk.digest}"'}
     )
     assert conditional.status_code == 304
 
     async def through_client() -> bytes:
         async with Registry(str(api.http.base_url), "a-token", 4, 30) as registry:
-            return await registry.get_chunk(chunk.digest)
+            return await registry.get_chunk(api.repository, chunk.digest)
 
     assert asyncio.run(through_client()) == chunk.encoded
 
@@ -140,7 +142,8 @@ def test_push_and_pull_through_a_server_process_on_s3_with_redirects(
         digest = pushed.manifest
         manifest = httpx.get(f"{url}/v1/repositories/team/model/manifests/{digest}").json()
         first_chunk = manifest["files"][0]["chunks"][0]["digest"]
-        assert httpx.get(f"{url}/v1/chunks/{first_chunk}").status_code == 307
+        chunk_url = f"{url}/v1/repositories/team/model/chunks/{first_chunk}"
+        assert httpx.get(chunk_url).status_code == 307
 
         fresh = wreg.Client(url, token="t0ken", cache_dir=tmp_path / "cache2")  # noqa: S106 - a made-up token; auth is off
         pulled = fresh.pull("team/model@v1", dest=tmp_path / "out")

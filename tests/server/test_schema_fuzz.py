@@ -104,8 +104,8 @@ def allow_lists_the_documented_methods(
     """A 405's ``Allow`` names exactly the methods documented for its URL (RFC 9110 §15.5.6).
 
     Schemathesis's own ``allow_header_conformance`` compares it with the one template the
-    request was generated from; ours overlap (``/v1/chunks/missing`` is also
-    ``/v1/chunks/{digest}``, ``/v1/tokens/self`` also ``/v1/tokens/{token_name}``, a
+    request was generated from; ours overlap (``.../chunks/missing`` is also
+    ``.../chunks/{digest}``, ``/v1/tokens/self`` also ``/v1/tokens/{token_name}``, a
     manifest URL is both ``{digest}`` and ``{reference}``), so the right set is the union
     over every template the URL matches.
     """
@@ -130,7 +130,7 @@ def test_api(case: Case, base_url: str) -> None:
         additional_checks=[error_envelope, allow_lists_the_documented_methods],
         # Schema-valid requests may still name a chunk, repository or tag that does not
         # exist (404), or a manifest the body does not hash to (400): not a defect.
-        # Route templates overlap (PUT /v1/chunks/missing is PUT /v1/chunks/{digest} with
+        # Route templates overlap (PUT .../chunks/missing is PUT .../chunks/{digest} with
         # digest "missing"), so "undeclared" methods often reach a real route: not a defect,
         # and for the same reason the stock Allow check gives way to
         # allow_lists_the_documented_methods.
@@ -166,8 +166,9 @@ _A_DIGEST = "blake3:" + "ab" * 32
     ("path", "allowed"),
     [
         ("/v1/repositories/team/model/tags/v1", ["DELETE", "GET", "PUT"]),
-        (f"/v1/repositories/team/model/manifests/{_A_DIGEST}", ["DELETE", "GET", "PUT"]),
-        (f"/v1/chunks/{_A_DIGEST}", ["GET", "HEAD", "PUT"]),
+        (f"/v1/repositories/team/model/manifests/{_A_DIGEST}", ["DELETE", "GET", "HEAD", "PUT"]),
+        (f"/v1/repositories/team/model/chunks/{_A_DIGEST}", ["GET", "HEAD", "PUT"]),
+        ("/v1/repositories/team/model/chunks/missing", ["GET", "HEAD", "POST", "PUT"]),
         ("/v1/repositories", ["GET"]),
     ],
 )

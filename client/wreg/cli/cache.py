@@ -147,6 +147,10 @@ def verify(
     with errors():
         r = client(url, token).cache_verify(repair=repair)
     lines = [f"corrupt {d}" for d in r.corrupt]
+    lines += [
+        f"  {f.repository}@{','.join(f.tags) or f.manifest}: {f.path} ({f.blob})"
+        for f in r.corrupt_files
+    ]
     lines += [f"repaired {s}" for s in r.repaired]
     lines += [f"incomplete {s}" for s in r.incomplete]
     lines.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Annotated
 
@@ -48,6 +49,15 @@ def push(
     )
 
 
+class Link(enum.StrEnum):
+    """``wreg pull --link``: ``wreg._cache_ops.LinkMode``."""
+
+    hardlink = "hardlink"
+    copy = "copy"
+    reflink = "reflink"
+    symlink = "symlink"
+
+
 @app.command()
 def pull(
     ref: Annotated[str, typer.Argument(help="NAME, NAME@TAG or NAME@blake3:<hex>.")],
@@ -81,6 +91,14 @@ def pull(
         bool,
         typer.Option("--force", help="Overwrite files in DIR that hold other content."),
     ] = False,
+    link: Annotated[
+        Link,
+        typer.Option(
+            "--link",
+            help="How files get into DIR: hardlink (instant, shares the cached blob), copy "
+            "or reflink (for a DIR you will write into), symlink (to the cached blob).",
+        ),
+    ] = Link.hardlink,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -101,6 +119,7 @@ def pull(
             exclude=exclude or (),
             max_total=max_total,
             force=force,
+            link=link.value,
         )
     emit(
         as_json,

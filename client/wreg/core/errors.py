@@ -241,6 +241,14 @@ class ErrorCode(Enum):
         "Offline, a cached snapshot lacks files its manifest lists.",
         _K.NOT_FOUND,
     )
+    CACHE_UNTRUSTED = (
+        None,
+        "a node cache file cannot be trusted",
+        "A cached blob, manifest or ref is not what its name says (or is owned by a user the"
+        " cache does not trust) and wreg cannot replace it; its owner or an admin must remove"
+        " it.",
+        _K.INTEGRITY,
+    )
 
     def __init__(self, status: int | None, message: str, description: str, kind: ErrorKind) -> None:
         self.status = status

@@ -10,11 +10,24 @@ proxies in tests). One place reads the port the kernel chose::
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Final
 
 from aiohttp import web
 
+from wreg.core.digest import DIGEST_PATTERN
 from wreg.testing.procs import LOCALHOST
+
+# A chunk URL: /v1/repositories/{name}/chunks/{digest} (or /v1/chunks/{digest}, global).
+_CHUNK_PATH: Final = re.compile(rf"/v1/(?:repositories/.+/)?chunks/({DIGEST_PATTERN})")
+CHUNK_ROUTE: Final = "/v1/repositories/{name:.+}/chunks/{digest}"
+"""The chunk route of a fake registry (aiohttp syntax)."""
+
+
+def chunk_digest(path: str) -> str | None:
+    """The digest a chunk URL path names, else None (a proxy telling chunk requests apart)."""
+    found = _CHUNK_PATH.fullmatch(path)
+    return found.group(1) if found is not None else None
 
 
 async def start_app(

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wreg_server.auth.guard import PrincipalDep
 from wreg_server.context import AppContext, get_context
+from wreg_server.domain.access import RepositoryChunks, Visibility
 from wreg_server.objectstore import ObjectStore
 from wreg_server.settings import ServerSettings
 
@@ -32,3 +34,21 @@ async def get_session(context: ContextDep) -> AsyncIterator[AsyncSession]:
 SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def get_visibility(settings: SettingsDep, principal: PrincipalDep) -> Visibility:
+    """What this request may see of the chunk store (``domain/access.py``)."""
+    if settings.chunk_namespace == "global" or principal.can_all("pull"):
+        return Visibility(settings.chunk_namespace)
+    return Visibility(settings.chunk_namespace, lambda name: principal.can("pull", name))
+
+
+def get_repository_chunks(request: Request) -> RepositoryChunks:
+    """The app's per-repository chunk sets (created in ``app.py``)."""
+    sets = request.app.state.repository_chunks
+    assert isinstance(sets, RepositoryChunks)  # noqa: S101 - narrows app.state (app.py sets it)
+    return sets
+
+
+VisibilityDep = Annotated[Visibility, Depends(get_visibility)]
+RepositoryChunksDep = Annotated[RepositoryChunks, Depends(get_repository_chunks)]

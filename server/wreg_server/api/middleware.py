@@ -12,9 +12,10 @@ logged at INFO and recorded with status 499.
 
 Each request also gets one access log line (logger ``wreg_server.access``: method, route
 template, status, duration) and is counted in the app's ``Metrics`` by route *template*
-(``/v1/chunks/{digest}``, not the digest, so label cardinality stays bounded). While the
-request runs, its id and metrics are in context variables, so any log line written on
-its behalf carries the id (``logs.py``) and domain code can count into its metrics.
+(``/v1/repositories/{name:path}/chunks/{digest}``, not the name or digest, so label
+cardinality stays bounded). While the request runs, its id and metrics are in context
+variables, so any log line written on its behalf carries the id (``logs.py``) and domain
+code can count into its metrics.
 """
 
 from __future__ import annotations

@@ -6,16 +6,19 @@ What a request needs is derived from its method and route template:
 
     /healthz, /readyz, /metrics                  open (so are /docs, /openapi.json)
     /v1/repositories/{name}/...                  GET/HEAD: pull on name; else: push on name
+      (manifests, tags, and chunks: .../chunks/{digest}, POST .../chunks/missing)
     GET /v1/repositories                         any caller; lists what it may pull
     GET/HEAD /v1/chunks/{digest}                 pull on some repository (or anonymous)
     PUT /v1/chunks/{digest}, POST .../missing    push on some repository
+      (the global chunk routes exist only under WREG_CHUNK_NAMESPACE=global)
     GET /v1/tokens/self                          any caller (who am I)
+    GET/HEAD /v1/auth/check                      any caller (it judges another request)
     /v1/tokens...                                admin on *
     anything else                                admin on * (fail closed)
 
-Chunks are content-addressed and global — one chunk may belong to models in many
-repositories — so chunk routes need the action on *some* repository, not a particular
-one (README, "Security model"). Without a token: 401 ``UNAUTHORIZED`` with
+Through a repository, a chunk route needs the action on that repository; which chunks
+it may then see is ``domain/access.py``'s business. The global chunk routes need the
+action on *some* repository (README, "Security model"). Without a token: 401 ``UNAUTHORIZED`` with
 ``WWW-Authenticate: Bearer``, unless anonymous pull is on and the request only pulls; with
 a token lacking the scope: 403 ``DENIED``.
 
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 
 OPEN_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 PULL_METHODS: Final = frozenset({"GET", "HEAD"})
+# Any valid token (or anonymous, if allowed): who am I; may this token read that URI.
+CALLER_ROUTES: Final = frozenset({"/v1/tokens/self", "/v1/auth/check"})
 
 Kind = Literal["open", "caller", "listing", "repository", "chunks", "manage"]
 
@@ -64,7 +69,7 @@ def required(method: str, route: str, params: dict[str, str]) -> Need:
     action: Action = "pull" if method.upper() in PULL_METHODS else "push"
     if route in OPEN_ROUTES:
         return Need("open")
-    if route == "/v1/tokens/self":
+    if route in CALLER_ROUTES:
         return Need("caller")
     if route == "/v1/repositories" and action == "pull":
         return Need("listing", "pull")

@@ -87,5 +87,9 @@ class Principal:
         """Whether ``action`` is allowed on at least one repository (global chunk routes)."""
         return any(_RANK[s.action] >= _RANK[action] for s in self.scopes)
 
+    def can_all(self, action: Action) -> bool:
+        """Whether ``action`` is allowed on every repository (a scope on ``*``)."""
+        return any(s.glob == "*" and _RANK[s.action] >= _RANK[action] for s in self.scopes)
+
     def can_manage_tokens(self) -> bool:
         return any(s.action == "admin" and s.glob == "*" for s in self.scopes)

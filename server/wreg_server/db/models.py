@@ -1,6 +1,6 @@
 """The index: what the registry knows, as tables.
 
-    repositories ─┬─< manifests ─┬─< manifest_chunks >── chunks
+    repositories ─┬─< manifests ─┬─< manifest_chunks >── chunks ──< chunk_claims
                   └─< tags ──────┘ (tag → manifest)
     tokens (bearer tokens: hashed secret, scopes; see wreg_server/auth)
 
@@ -111,6 +111,28 @@ class ManifestChunk(Base):
     chunk_digest: Mapped[str] = mapped_column(
         String(DIGEST_LENGTH), ForeignKey("chunks.digest", ondelete="RESTRICT"), primary_key=True
     )
+
+
+class ChunkClaim(Base):
+    """Proof of possession: chunk bytes uploaded through repository ``repository``.
+
+    Under the repository chunk namespace a commit may reference a stored chunk only if
+    a repository the pusher can pull already references it, or if its bytes were
+    uploaded through the committing repository (this row). ``repository`` is a name,
+    not a key: a repository exists only from its first commit, after its uploads. A row
+    is dropped once a manifest of the repository references the chunk (the edge then
+    proves it), and with its chunk (GC; ``ON DELETE CASCADE``); it never keeps a chunk
+    alive (GC marks only from ``manifest_chunks``).
+    """
+
+    __tablename__ = "chunk_claims"
+    __table_args__ = (Index("ix_chunk_claims_chunk_digest", "chunk_digest"),)
+
+    repository: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    chunk_digest: Mapped[str] = mapped_column(
+        String(DIGEST_LENGTH), ForeignKey("chunks.digest", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Tag(Base):

@@ -1,4 +1,5 @@
-"""Chunks: which ones the registry lacks, and accepting one upload.
+"""Chunks: which ones are stored, and accepting one upload (which ones a repository may
+see is ``domain/access.py``).
 
 A chunk becomes visible only when its ``chunks`` row exists, and the row is written only
 after the encoded bytes were decoded, verified against the digest and stored atomically.
@@ -13,7 +14,7 @@ collector's grace period runs on. ``domain/gc.py`` explains why that keeps pushe
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import timedelta
 from functools import partial
 from itertools import islice
@@ -23,11 +24,10 @@ from anyio import to_thread
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wreg.core.digest import validate_digest
 from wreg.core.encoding import decode_chunk, encoded_raw_length
 from wreg.core.errors import ErrorCode, WregError
 from wreg_server.db import dialect
-from wreg_server.db.models import Chunk
+from wreg_server.db.models import Chunk, ChunkClaim
 from wreg_server.db.types import utcnow
 from wreg_server.domain.layout import chunk_key
 from wreg_server.domain.views import ChunkInfo
@@ -79,27 +79,11 @@ async def refresh(session: AsyncSession, digests: Iterable[str]) -> None:
         )
 
 
-async def missing(session: AsyncSession, digests: Sequence[str]) -> list[str]:
-    """The digests the registry lacks, in request order, each once.
-
-    The chunks found present are refreshed *before* they are looked up and the refresh
-    is committed before the answer leaves, so the collector cannot condemn a chunk this
-    query reports present (unless its grace is shorter than ``LAST_SEEN_RESOLUTION``).
-    """
-    unique = list(dict.fromkeys(validate_digest(d) for d in digests))
-    await refresh(session, unique)
-    await session.commit()
-    present = await sizes_of(session, unique)
-    absent = [d for d in unique if d not in present]
-    metrics().missing_query(len(unique), len(absent), sum(present.values()))
-    return absent
-
-
 async def get(session: AsyncSession, digest: str) -> ChunkInfo:
     """The recorded chunk; raises ``NotFound`` (CHUNK_UNKNOWN)."""
     row = await session.get(Chunk, digest)
     if row is None:
-        raise _unknown(digest)
+        raise unknown(digest)
     return ChunkInfo(row.digest, row.size, row.stored_size)
 
 
@@ -120,16 +104,24 @@ async def _read_object(store: ObjectStore, digest: str) -> bytes:
         return await store.get(chunk_key(digest))
     except ObjectNotFound:
         log.error("chunk %s is in the index but not in the object store", digest)
-        raise _unknown(digest) from None
+        raise unknown(digest) from None
 
 
 async def upload(
-    session: AsyncSession, store: ObjectStore, digest: str, encoded: bytes, *, max_raw: int
+    session: AsyncSession,
+    store: ObjectStore,
+    digest: str,
+    encoded: bytes,
+    *,
+    max_raw: int,
+    through: str | None = None,
 ) -> tuple[ChunkInfo, bool]:
     """Verify and store one encoded chunk; returns (chunk, True if it is new).
 
     The header is checked before decoding so an oversized raw length is refused without
-    allocating it; decoding (decompress + blake3) runs in a worker thread.
+    allocating it; decoding (decompress + blake3) runs in a worker thread. ``through``
+    names the repository the bytes were uploaded through: the upload is recorded as its
+    proof of possession (``chunk_claims``, ``domain/access.py``) in the same transaction.
     """
     raw_length = encoded_raw_length(encoded)
     if raw_length > max_raw:
@@ -144,6 +136,8 @@ async def upload(
     live = existing is not None and existing.gc_pending_since is None
     if existing is not None and live and await store.exists(key):
         await refresh(session, [digest])
+        if through is not None:
+            await _claim(session, through, digest)
         await session.commit()
         metrics().chunk_upload(False, existing.size)
         return ChunkInfo(existing.digest, existing.size, existing.stored_size), False
@@ -170,10 +164,22 @@ async def upload(
     if not await store.exists(key):
         log.warning("chunk %s was collected during its upload; storing it again", digest)
         await store.put(key, encoded)
+    if through is not None:
+        await _claim(session, through, digest)
     await session.commit()
     metrics().chunk_upload(True, info.size)
     return info, not live
 
 
-def _unknown(digest: str) -> WregError:
+async def _claim(session: AsyncSession, repository: str, digest: str) -> None:
+    stmt = dialect.insert(session, ChunkClaim).values(
+        repository=repository, chunk_digest=digest, created_at=utcnow()
+    )
+    await session.execute(
+        stmt.on_conflict_do_nothing(index_elements=["repository", "chunk_digest"])
+    )
+
+
+def unknown(digest: str) -> WregError:
+    """The answer for a chunk that is not stored (or not readable where it was asked for)."""
     return ErrorCode.CHUNK_UNKNOWN.error(f"chunk {digest} is unknown", detail={"digest": digest})

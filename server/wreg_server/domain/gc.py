@@ -26,7 +26,7 @@ an upload race the object deletion (race 3).
 
 Races with pushes (P = a push, C = this collector)
 --------------------------------------------------
-A push is: (a) ``POST /v1/chunks/missing``; (b) ``PUT`` the missing chunks; (c) ``PUT``
+A push is: (a) ``POST .../chunks/missing``; (b) ``PUT`` the missing chunks; (c) ``PUT``
 the manifest, which checks every chunk is live and inserts its edges in one transaction.
 
 1. *Chunk uploaded by P, manifest not yet committed.* The upload set ``last_seen_at`` to

@@ -18,7 +18,8 @@ from wreg.core.manifest import Manifest
 from wreg_server.db import dialect
 from wreg_server.db.models import ManifestChunk, ManifestRow, Repository, Tag
 from wreg_server.db.types import utcnow
-from wreg_server.domain import chunks, repositories, tags
+from wreg_server.domain import access, repositories, tags
+from wreg_server.domain.access import Visibility
 from wreg_server.domain.views import ManifestBody
 
 
@@ -39,9 +40,20 @@ def parse_verified(digest: str, body: bytes) -> Manifest:
 
 
 async def commit(
-    session: AsyncSession, name: str, digest: str, body: bytes, tag: str | None = None
-) -> bool:
-    """Record manifest ``digest`` in repository ``name`` (creating it); True if new.
+    session: AsyncSession,
+    name: str,
+    digest: str,
+    body: bytes,
+    tag: str | None = None,
+    *,
+    visibility: Visibility,
+) -> Manifest | None:
+    """Record manifest ``digest`` in repository ``name`` (creating it); the manifest if
+    it is new, else None.
+
+    Every chunk it names must be stored and *usable* by this push (``domain/access.py``:
+    reachable from a repository the caller may pull, or uploaded through ``name``);
+    any other is reported missing, exactly like a chunk that is not stored.
 
     Everything — repository, manifest, its chunk edges, the tag — lands in one
     transaction, so a failed commit leaves nothing behind. The repository row is locked
@@ -54,12 +66,13 @@ async def commit(
     manifest_id = await _find(session, name, digest)
     created = manifest_id is None
     if manifest_id is None:
-        await _check_chunks(session, manifest)
+        await _check_chunks(session, visibility, name, manifest)
         manifest_id = await _insert(session, repo_id, digest, body, manifest)
+        await access.drop_claims(session, name, manifest.chunk_digests())
     if tag is not None:
         await tags.upsert(session, repo_id, tag, manifest_id)
     await session.commit()
-    return created
+    return manifest if created else None
 
 
 async def resolve(session: AsyncSession, name: str, reference: str) -> ManifestBody:
@@ -110,10 +123,12 @@ async def _find(session: AsyncSession, name: str, digest: str) -> int | None:
     )
 
 
-async def _check_chunks(session: AsyncSession, manifest: Manifest) -> None:
-    """Every chunk must be stored, with the raw size the manifest claims."""
+async def _check_chunks(
+    session: AsyncSession, visibility: Visibility, name: str, manifest: Manifest
+) -> None:
+    """Every chunk must be stored and usable, with the raw size the manifest claims."""
     wanted = {c.digest: c.size for f in manifest.files for c in f.chunks}
-    stored = await chunks.sizes_of(session, wanted)
+    stored = await access.usable(session, visibility, name, wanted)
     missing = [d for d in wanted if d not in stored]
     if missing:
         raise ErrorCode.MANIFEST_CHUNKS_MISSING.error(

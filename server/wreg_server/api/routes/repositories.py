@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from wreg_server.api.caching import no_store
 from wreg_server.api.deps import SessionDep
 from wreg_server.api.schemas import RepositoryEntry, RepositoryList
 from wreg_server.auth.guard import PrincipalDep
 from wreg_server.domain import repositories
 
-router = APIRouter(prefix="/v1/repositories", tags=["repositories"])
+router = APIRouter(
+    prefix="/v1/repositories", tags=["repositories"], dependencies=[Depends(no_store)]
+)
 
 
 @router.get("", response_model=RepositoryList)

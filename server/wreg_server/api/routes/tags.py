@@ -10,17 +10,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 
 from wreg.core.digest import validate_digest
 from wreg.core.errors import ErrorCode, InvalidInput
 from wreg_server.api.body import openapi_body, read_json
+from wreg_server.api.caching import no_store
 from wreg_server.api.deps import SessionDep, SettingsDep
 from wreg_server.api.schemas import TagEntry, TagList, TagOut, TagRequest
 from wreg_server.domain import tags
 from wreg_server.domain.views import TagInfo
 
-router = APIRouter(prefix="/v1/repositories", tags=["tags"])
+# Tags move: no answer here may be cached (api/caching.py).
+router = APIRouter(prefix="/v1/repositories", tags=["tags"], dependencies=[Depends(no_store)])
 
 
 def _out(info: TagInfo, response: Response) -> TagOut:

@@ -6,15 +6,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from wreg_server.api.body import openapi_body, read_json
+from wreg_server.api.caching import no_store
 from wreg_server.api.deps import SessionDep, SettingsDep
 from wreg_server.api.schemas import TokenCreate, TokenCreated, TokenList, TokenOut, TokenSelf
 from wreg_server.auth import tokens
 from wreg_server.auth.guard import PrincipalDep, token_cache
 
-router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
+# Secrets and scopes that change: never cached (api/caching.py).
+router = APIRouter(prefix="/v1/tokens", tags=["tokens"], dependencies=[Depends(no_store)])
 
 
 def _out(info: tokens.TokenInfo) -> TokenOut:
