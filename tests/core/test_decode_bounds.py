@@ -117,3 +117,64 @@ def test_frames_of_the_right_size_still_decode(plane: bool) -> None:
         frame = rle_frame(SMALL, declared=declared)
         blob = plane_chunk(SMALL, frame) if plane else zstd_chunk(SMALL, frame)
         assert bytes(decode_chunk(blob)) == bytes(2 * SMALL if plane else SMALL)
+
+
+def _zstd(data: bytes, **params: int) -> bytes:
+    import zstandard
+
+    if params:
+        cp = zstandard.ZstdCompressionParameters(**params)
+        return zstandard.ZstdCompressor(compression_params=cp).compress(data)
+    return zstandard.ZstdCompressor(write_checksum=True).compress(data)
+
+
+_DATA = bytes(range(256)) * 64  # 16 KiB, compressible
+
+
+@pytest.mark.parametrize(
+    ("frame", "data"),
+    [
+        (_zstd(_DATA), _DATA),  # with a content checksum
+        (_zstd(_DATA, window_log=10), _DATA),  # 1 KiB window: 16 blocks
+        (rle_frame(len(_DATA)), bytes(len(_DATA))),  # no content size, RLE blocks
+    ],
+    ids=["checksum", "small-window", "rle-no-size"],
+)
+@pytest.mark.parametrize("plane", [False, True])
+def test_honest_frames_of_any_shape_decode(frame: bytes, data: bytes, plane: bool) -> None:
+    """The block walk that finds the frame's end accepts every frame a zstd encoder writes."""
+    from wreg.core.encoding import decode_chunk
+
+    blob = plane_chunk(len(data), frame) if plane else zstd_chunk(len(data), frame)
+    # plane_chunk's second plane is zeros: decoded values are (data byte, 0) pairs.
+    expected = bytes(b for value in data for b in (value, 0)) if plane else data
+    assert bytes(decode_chunk(blob)) == expected
+
+
+@pytest.mark.parametrize(
+    "trailer",
+    [b"\x00", b"garbage", _zstd(b""), rle_frame(16)],
+    ids=["one-byte", "garbage", "empty-frame", "second-frame"],
+)
+@pytest.mark.parametrize("plane", [False, True])
+def test_bytes_after_the_frame_are_rejected(trailer: bytes, plane: bool) -> None:
+    from wreg.core.encoding import decode_chunk
+    from wreg.core.errors import InvalidInput
+
+    frame = rle_frame(SMALL, declared=SMALL) + trailer
+    blob = plane_chunk(SMALL, frame) if plane else zstd_chunk(SMALL, frame)
+    with pytest.raises(InvalidInput, match="invalid chunk encoding"):
+        decode_chunk(blob)
+
+
+@pytest.mark.parametrize("plane", [False, True])
+def test_a_frame_of_empty_blocks_is_refused_without_walking_it(plane: bool) -> None:
+    """4 MiB of empty raw blocks (3 bytes each) for a 4 KiB chunk: refused at block 6."""
+    from wreg.core.encoding import decode_chunk
+    from wreg.core.errors import InvalidInput
+
+    empty_block = struct.pack("<I", 0)[:3]
+    frame = rle_frame(0)[:6] + empty_block * (4 << 20) + struct.pack("<I", 1)[:3]
+    blob = plane_chunk(SMALL, frame) if plane else zstd_chunk(SMALL, frame)
+    with pytest.raises(InvalidInput, match="more blocks"):
+        decode_chunk(blob)

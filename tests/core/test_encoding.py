@@ -104,3 +104,51 @@ def test_bad_encodings_are_rejected(mangle: Callable[[bytes], bytes]) -> None:
         with pytest.raises(InvalidInput) as info:
             decode_chunk(mangle(blob))
         assert info.value.code is ErrorCode.CHUNK_INVALID
+
+
+def _plane_chunk(raw: bytes, transform: Transform, stored_zstd: list[bool]) -> bytes:
+    """A plane-encoded chunk built by hand (a reference encoder), each plane stored as told."""
+    import zstandard
+
+    width = 2 if transform in (Transform.BYTEGROUP2, Transform.BYTEGROUP2_EXP) else 4
+    count = len(raw) // width
+    cols = np.frombuffer(raw[: count * width], np.uint8).reshape(count, width)
+    planes: list[np.ndarray] = [np.ascontiguousarray(cols[:, i]) for i in range(width)]
+    if transform in (Transform.BYTEGROUP2_EXP, Transform.BYTEGROUP4_EXP):
+        high, low = planes[-1], planes[-2]
+        planes[-1] = (high << 1) | (low >> 7)
+        planes[-2] = (high & 0x80) | (low & 0x7F)
+    header = struct.pack("<4sBBBBQ", b"WRGC", 1, Codec.ZSTD, transform, 0, len(raw))
+    table, parts = b"", b""
+    for plane, packed in zip(planes, stored_zstd, strict=True):
+        part = zstandard.ZstdCompressor(level=1).compress(plane.tobytes()) if packed else plane
+        table += struct.pack("<BI", Codec.ZSTD if packed else Codec.NONE, len(part))
+        parts += bytes(part)
+    return header + table + parts + raw[count * width :]
+
+
+@pytest.mark.parametrize("transform", [t for t in Transform if t is not Transform.NONE])
+@pytest.mark.parametrize("n", [9, 1_048_579, 2_400_001])  # 2.4 MB crosses a join block
+def test_every_plane_transform_decodes_any_plane_storage(transform: Transform, n: int) -> None:
+    """Chunks already stored on registries used any transform, each plane raw or zstd."""
+    raw = (_floats(n // 4 + 1, "F32"))[:n]
+    width = 2 if transform in (Transform.BYTEGROUP2, Transform.BYTEGROUP2_EXP) else 4
+    for pattern in ([False] * width, [True] * width, [i == width - 1 for i in range(width)]):
+        blob = _plane_chunk(raw, transform, pattern)
+        assert bytes(decode_chunk(blob, expected_digest=digest_bytes(raw))) == raw
+
+
+@pytest.mark.parametrize("dtype", ["F32", "BF16", None])
+def test_decode_into_reads_a_receive_buffer_slice_and_writes_only_raw_length(
+    dtype: str | None,
+) -> None:
+    raw = _floats(300_001, "F32")[: 1_200_003 if dtype != "BF16" else 600_001]
+    blob = encode_chunk(raw, dtype)
+    receive = bytearray(b"\xaa" * 7 + blob + b"\xbb" * 9)
+    encoded = memoryview(receive)[7 : 7 + len(blob)]
+    out = bytearray(b"\xcc" * (len(raw) + 13))
+    assert decode_chunk_into(encoded, memoryview(out), digest_bytes(raw)) == len(raw)
+    assert bytes(out[: len(raw)]) == raw
+    assert bytes(out[len(raw) :]) == b"\xcc" * 13
+    assert bytes(receive[:7]) == b"\xaa" * 7  # the receive buffer is only read
+    assert bytes(receive[7 : 7 + len(blob)]) == blob

@@ -203,7 +203,7 @@ def decode_chunk_into(
         if transform is not Transform.NONE:
             _decode_planes(payload, transform, target)
         elif codec is Codec.ZSTD:
-            _zstd_into(payload, target)
+            _inflate_into(payload, target)
         elif len(payload) != raw_len:
             raise _bad(f"payload is {len(payload)} bytes, header says {raw_len}")
         else:
@@ -221,76 +221,119 @@ def decode_chunk_into(
     return raw_len
 
 
-def _inflate(frame: memoryview, size: int) -> bytes:
-    """Decode one zstd frame that must yield exactly ``size`` bytes, allocating no more.
+def _frame_size(frame: memoryview, size: int) -> int:
+    """Bytes of the one zstd frame at the start of ``frame`` (header, blocks, checksum).
 
-    A peer chooses the frame, so its claims are checked before any are acted on:
-    ``decompressobj`` has no output bound (4 KiB of RLE blocks inflate to 1 GiB), and the
-    one-shot ``decompress`` allocates the content size the frame header declares whatever
-    ``max_output_size`` says (a 20-byte frame can ask for 16 TiB). So a declared size must
-    be ``size``; an omitted one gets a buffer of exactly ``size``, and the decoder fails
-    rather than write past it; the window is capped by ``_decompressor``; bytes after the
-    frame (another frame included) are rejected.
+    Walks the block headers only, so trailing bytes are found before anything is decoded.
+    An honest frame of ``size`` bytes has at most one block per KiB (zstd's smallest
+    window); more is refused rather than walked.
     """
+    pos = zstandard.frame_header_size(frame)
+    for _ in range(size // 1024 + 2):
+        if pos + 3 > len(frame):
+            raise _bad("truncated zstd frame")
+        block = int.from_bytes(frame[pos : pos + 3], "little")
+        kind, length = block >> 1 & 3, block >> 3
+        if kind == 3:
+            raise _bad("reserved zstd block type")
+        pos += 3 + (1 if kind == 1 else length)  # an RLE block stores one byte
+        if block & 1:
+            return pos + (4 if frame[4] & 0x04 else 0)  # content checksum flag
+    raise _bad("zstd frame has more blocks than its raw length allows")
+
+
+def _inflate_into(frame: memoryview, dest: memoryview) -> None:
+    """Decode one zstd frame into ``dest``; it must yield exactly ``len(dest)`` bytes.
+
+    A peer chooses the frame, so its claims are checked before any are acted on: a
+    declared content size must be ``len(dest)``, the frame must end where the payload
+    does (its block headers are walked first, so nothing after it is decoded), and the
+    window is capped by ``_decompressor``. The decoder writes straight into ``dest`` and
+    can write no further; a frame with more content than that fails the one-byte read
+    after it. (``decompressobj`` has no output bound at all, and the one-shot
+    ``decompress`` allocates whatever size the frame header declares, then a copy.)
+    """
+    size = len(dest)
     if size == 0:
         raise _bad("zstd payload for no bytes")  # the encoder stores these raw
     declared = zstandard.get_frame_parameters(frame).content_size
     if declared not in (size, zstandard.CONTENTSIZE_UNKNOWN):
         raise _bad(f"zstd frame declares {declared} bytes, header says {size}")
-    raw = _decompressor().decompress(frame, max_output_size=size, allow_extra_data=False)
-    if len(raw) != size:
-        raise _bad(f"decoded {len(raw)} bytes, header says {size}")
-    return raw
+    if _frame_size(frame, size) != len(frame):
+        raise _bad("bytes after the zstd frame")
+    with _decompressor().stream_reader(frame) as reader:
+        got = reader.readinto(dest)
+        if got != size or reader.read(1):
+            raise _bad(f"zstd frame does not decode to the {size} bytes the header says")
 
 
-def _zstd_into(payload: memoryview, target: memoryview) -> None:
-    target[:] = _inflate(payload, len(target))
+# Values per pass of the plane join: its two temporaries (1 MiB) stay in the core's cache.
+_JOIN_BLOCK: Final = 1 << 18
 
 
-def _scratch(count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two reusable per-thread uint16 buffers (fresh memory is slow to touch on our VMs)."""
-    bufs: tuple[np.ndarray, np.ndarray] | None = getattr(_local, "scratch", None)
-    if bufs is None or len(bufs[0]) < count:
-        bufs = _local.scratch = (np.empty(count, np.uint16), np.empty(count, np.uint16))
-    return bufs[0][:count], bufs[1][:count]
+def _plane_buffers(size: int, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-thread buffers: ``size`` bytes for decoded planes, two uint16 join temporaries.
+
+    Reused because fresh memory is slow to touch on our VMs (page faults cost more than
+    the decoding); the first never exceeds the largest raw length this thread decoded.
+    """
+    planes: np.ndarray | None = getattr(_local, "planes", None)
+    if planes is None or len(planes) < size:
+        planes = _local.planes = np.empty(size, np.uint8)
+    temps: np.ndarray | None = getattr(_local, "join", None)
+    if temps is None:
+        temps = _local.join = np.empty((2, _JOIN_BLOCK), np.uint16)
+    return planes, temps[0, :block], temps[1, :block]
 
 
-def _join_planes(low: np.ndarray, high: np.ndarray, out: np.ndarray) -> None:
-    """out (uint16) = low | high << 8, using whole-array uint16 operations."""
-    a, _ = _scratch(len(out))
+def _pair(low: np.ndarray, high: np.ndarray, split: bool, out: np.ndarray, t: np.ndarray) -> None:
+    """out (uint16) = high << 8 | low, or with ``split`` undo the exponent split:
+    sign << 15 | exponent << 7 | mantissa7 from (exponent, sign+mantissa7) planes."""
     np.copyto(out, high)
-    np.left_shift(out, 8, out=out)
-    np.copyto(a, low)
+    if split:  # low * 0x101 = low << 8 | low: the sign lands on bit 15, the mantissa stays
+        np.left_shift(out, 7, out=out)
+        np.copyto(t, low)
+        np.multiply(t, 0x0101, out=t)
+        np.bitwise_and(t, 0x807F, out=t)
+        np.bitwise_or(out, t, out=out)
+    else:
+        np.left_shift(out, 8, out=out)
+        np.bitwise_or(out, low, out=out)
+
+
+def _join(
+    planes: list[np.ndarray], split: bool, out: np.ndarray, a: np.ndarray, b: np.ndarray
+) -> None:
+    """Interleave one block of byte planes into ``out`` (uint16 or uint32 values).
+
+    Whole-array uint16 operations, then three uint32 ones for 4-byte values. On fp32
+    planes this measured about 2x faster than each alternative tried: strided column writes
+    (``out.reshape(-1, 4)[:, i] = plane``), ``np.stack(planes, axis=1)``, numcodecs'
+    compiled byte unshuffle, and the uint16 half-words written with a stride of 4 bytes.
+    """
+    if len(planes) == 2:
+        _pair(planes[0], planes[1], split, out, a)
+        return
+    p0, p1, p2, p3 = planes
+    _pair(p2, p3, split, a, b)
+    np.copyto(out, a)
+    np.left_shift(out, 16, out=out)
+    _pair(p0, p1, False, a, b)
     np.bitwise_or(out, a, out=out)
-
-
-def _join_exponent_planes(sign_mantissa: np.ndarray, exponent: np.ndarray, out: np.ndarray) -> None:
-    """Undo the exponent split: out (uint16) = sign << 15 | exponent << 7 | mantissa7."""
-    a, b = _scratch(len(out))
-    np.copyto(a, exponent)
-    np.left_shift(a, 7, out=out)
-    np.copyto(b, sign_mantissa)
-    np.right_shift(b, 7, out=a)
-    np.left_shift(a, 15, out=a)
-    np.bitwise_or(out, a, out=out)
-    np.bitwise_and(b, 0x7F, out=b)
-    np.bitwise_or(out, b, out=out)
-
-
-def _half_buffer(count: int) -> np.ndarray:
-    buf: np.ndarray | None = getattr(_local, "half", None)
-    if buf is None or len(buf) < count:
-        buf = _local.half = np.empty(count, np.uint16)
-    return buf[:count]
 
 
 def _decode_planes(payload: memoryview, transform: Transform, target: memoryview) -> None:
+    """Decode byte planes into ``target``: raw planes are read where they lie in
+    ``payload`` (the receive buffer), zstd planes are inflated into a reused buffer, and
+    one pass per block of values writes ``target``."""
     width = _WIDTH[transform]
     raw_len = len(target)
     count = raw_len // width
     table_size = width * _PLANE.size
     if len(payload) < table_size:
         raise _bad("truncated plane table")
+    block = min(count, _JOIN_BLOCK)
+    scratch, a, b = _plane_buffers(count * width, block)
     planes: list[np.ndarray] = []
     pos = table_size
     for i in range(width):
@@ -300,26 +343,22 @@ def _decode_planes(payload: memoryview, transform: Transform, target: memoryview
             raise _bad("truncated plane")
         pos += stored
         if kind == Codec.ZSTD:
-            plane: bytes | memoryview = _inflate(part, count)
+            plane = scratch[i * count : (i + 1) * count]
+            _inflate_into(part, plane.data)
         elif kind == Codec.NONE:
-            plane = part
+            if stored != count:
+                raise _bad("plane length does not match the raw length")
+            plane = np.frombuffer(part, dtype=np.uint8)
         else:
             raise _bad(f"unknown plane kind {kind}")
-        if len(plane) != count:
-            raise _bad("plane length does not match the raw length")
-        planes.append(np.frombuffer(plane, dtype=np.uint8))
+        planes.append(plane)
     tail = payload[pos:]
     if len(tail) != raw_len - count * width:
         raise _bad("trailing bytes do not match the raw length")
-    join_high = _join_exponent_planes if transform in _EXPONENT_SPLIT else _join_planes
-    words = np.frombuffer(target[: count * width], dtype=np.uint16)
-    if width == 2:
-        join_high(planes[0], planes[1], words)
-    else:
-        halves = words.reshape(count, 2)
-        half = _half_buffer(count)
-        _join_planes(planes[0], planes[1], half)
-        halves[:, 0] = half
-        join_high(planes[2], planes[3], half)
-        halves[:, 1] = half
+    split = transform in _EXPONENT_SPLIT
+    words = np.frombuffer(target[: count * width], dtype="<u2" if width == 2 else "<u4")
+    for start in range(0, count, block):
+        end = min(start + block, count)
+        n = end - start
+        _join([p[start:end] for p in planes], split, words[start:end], a[:n], b[:n])
     target[count * width :] = tail
