@@ -32,14 +32,21 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: rich's renderer costs ~60 ms of imports on every `--help`.
+    rich_markup_mode=None,
 )
 
 UrlOpt = Annotated[
-    str | None, typer.Option("--url", envvar="WREG_URL", help="Registry URL.", show_default=False)
+    str | None,
+    typer.Option(
+        "--url", envvar="WREG_URL", help="Registry URL.", show_default=False, metavar="URL"
+    ),
 ]
 TokenOpt = Annotated[
     str | None,
-    typer.Option("--token", envvar="WREG_TOKEN", help="Bearer token.", show_default=False),
+    typer.Option(
+        "--token", envvar="WREG_TOKEN", help="Bearer token.", show_default=False, metavar="TOKEN"
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object; no progress.")]
 

@@ -29,6 +29,7 @@ def login(
         str | None,
         typer.Option(
             "--token",
+            metavar="TOKEN",
             help="The token (from `wreg-server token create`); default: read from stdin, "
             "or prompted for on a terminal.",
             show_default=False,

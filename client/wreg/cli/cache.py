@@ -15,6 +15,7 @@ app = typer.Typer(
     name="cache",
     help="Inspect and maintain the node cache ($WREG_CACHE, default ~/.cache/wreg).",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
@@ -45,11 +46,14 @@ def list_(as_json: JsonOpt = False) -> None:
 @app.command()
 def warm(
     refs: Annotated[
-        list[str] | None, typer.Argument(help="References to pull into the cache.")
+        list[str] | None,
+        typer.Argument(help="References to pull into the cache.", metavar="REF"),
     ] = None,
     from_file: Annotated[
         Path | None,
-        typer.Option("--from", help="Also read references from this file, one per line."),
+        typer.Option(
+            "--from", help="Also read references from this file, one per line.", metavar="FILE"
+        ),
     ] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -92,7 +96,9 @@ def warm(
 
 @app.command()
 def prune(
-    max_size: Annotated[str, typer.Option("--max-size", help="Target size, e.g. 500G, 1.5TiB, 0.")],
+    max_size: Annotated[
+        str, typer.Option("--max-size", help="Target size, e.g. 500G, 1.5TiB, 0.", metavar="SIZE")
+    ],
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")
     ] = False,
@@ -112,7 +118,7 @@ def prune(
 
 @app.command()
 def pin(
-    ref: Annotated[str, typer.Argument(help="A cached NAME[@TAG|@DIGEST].")],
+    ref: Annotated[str, typer.Argument(help="A cached NAME[@TAG|@DIGEST].", metavar="REF")],
     as_json: JsonOpt = False,
 ) -> None:
     """Keep a cached model from being pruned."""
@@ -123,7 +129,7 @@ def pin(
 
 @app.command()
 def unpin(
-    ref: Annotated[str, typer.Argument(help="A cached NAME[@TAG|@DIGEST].")],
+    ref: Annotated[str, typer.Argument(help="A cached NAME[@TAG|@DIGEST].", metavar="REF")],
     as_json: JsonOpt = False,
 ) -> None:
     """Let a pinned model be pruned again."""

@@ -23,10 +23,10 @@ from wreg.cli._common import (
 
 @app.command()
 def push(
-    directory: Annotated[Path, typer.Argument(help="Model directory to upload.")],
+    directory: Annotated[Path, typer.Argument(help="Model directory to upload.", metavar="DIR")],
     ref: Annotated[
         str | None,
-        typer.Argument(help="NAME[@TAG]; default: the directory's name @latest."),
+        typer.Argument(help="NAME[@TAG]; default: the directory's name @latest.", metavar="REF"),
     ] = None,
     follow_symlinks: Annotated[
         bool,
@@ -60,18 +60,24 @@ class Link(enum.StrEnum):
 
 @app.command()
 def pull(
-    ref: Annotated[str, typer.Argument(help="NAME, NAME@TAG or NAME@blake3:<hex>.")],
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@TAG or NAME@blake3:<hex>.", metavar="REF")],
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Also place the files in this directory."),
+        typer.Option(
+            "-o", "--output", help="Also place the files in this directory.", metavar="DIR"
+        ),
     ] = None,
     include: Annotated[
         list[str] | None,
-        typer.Option("--include", help="Only files matching this glob (repeatable)."),
+        typer.Option(
+            "--include", help="Only files matching this glob (repeatable).", metavar="GLOB"
+        ),
     ] = None,
     exclude: Annotated[
         list[str] | None,
-        typer.Option("--exclude", help="Skip files matching this glob (repeatable)."),
+        typer.Option(
+            "--exclude", help="Skip files matching this glob (repeatable).", metavar="GLOB"
+        ),
     ] = None,
     offline: Annotated[
         bool,
@@ -134,7 +140,7 @@ def pull(
 @app.command("ls")
 def list_(
     repository: Annotated[
-        str | None, typer.Argument(help="List this repository's tags instead.")
+        str | None, typer.Argument(help="List this repository's tags instead.", metavar="NAME")
     ] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -157,7 +163,9 @@ def list_(
 def remove(
     ref: Annotated[
         str,
-        typer.Argument(help="NAME@TAG deletes the tag; NAME@blake3:<hex> deletes the manifest."),
+        typer.Argument(
+            help="NAME@TAG deletes the tag; NAME@blake3:<hex> deletes the manifest.", metavar="REF"
+        ),
     ],
     url: UrlOpt = None,
     token: TokenOpt = None,
