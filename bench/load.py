@@ -147,11 +147,8 @@ async def cycle(
     half = len(raw) // 2
     refs = [ChunkRef(d, len(r)) for d, r in zip(digests, raw, strict=True)]
     files = [
-        FileEntry(path, sum(c.size for c in part), digest_bytes(b"".join(data)), 0o644, part)
-        for path, part, data in (
-            ("a.bin", tuple(refs[:half]), raw[:half]),
-            ("dir/b.bin", tuple(refs[half:]), raw[half:]),
-        )
+        FileEntry.of(path, part)
+        for path, part in (("a.bin", tuple(refs[:half])), ("dir/b.bin", tuple(refs[half:])))
     ]
     manifest = Manifest.build(files, {"client": client, "cycle": n})
     body = manifest.to_json_bytes()

@@ -39,21 +39,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import io
 import json
 import os
 import shutil
 import sqlite3
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from wreg import _buffers
 from wreg._cache_layout import CacheLayout, is_hex, staging
-from wreg.core.digest import Hasher, digest_bytes, digest_of_hex, hex_of
+from wreg.core.digest import Hasher, digest_bytes, digest_of_hex, file_identity, hex_of
 from wreg.core.errors import ErrorCode
-from wreg.core.manifest import FileEntry, Manifest
+from wreg.core.manifest import ChunkRef, FileEntry, Manifest
+from wreg.core.sizes import MAX_CHUNK_RAW
 
 if TYPE_CHECKING:
     from filelock import SoftFileLease
@@ -72,6 +74,9 @@ _SCHEMA: Final = (
     " PRIMARY KEY (repo, manifest))",
     "CREATE TABLE IF NOT EXISTS blob_stats (blob TEXT PRIMARY KEY, size INTEGER NOT NULL,"
     " mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL)",
+    # The chunk list of each schema-2 blob (packed: 32 digest bytes + 8-byte LE size per
+    # chunk), so the blob can be re-verified against its name without a manifest.
+    "CREATE TABLE IF NOT EXISTS blob_chunks (blob TEXT PRIMARY KEY, chunks BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS stat_cache (path TEXT PRIMARY KEY, size INTEGER NOT NULL,"
     " mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL,"
     " device INTEGER NOT NULL, chunker TEXT NOT NULL, digest TEXT NOT NULL,"
@@ -289,10 +294,46 @@ class NodeCache:
             return False
         if self.blob_trusted(file_hex, st) or self._verified.get(file_hex) == BlobStat.of(st):
             return True
-        if self.rehash_blob(file_hex):
+        if self.rehash_blob(file_hex, entry):
             return True
         self.discard_blob(file_hex, st, "does not match its digest")
         return False
+
+    def adopt_blob(self, entry: FileEntry) -> bool:
+        """Give a schema-2 file the blob that already holds it whole under another name
+        (a schema-1 blob: the same chunks at the same offsets), by a hard link, instead
+        of assembling a copy: how caches from before schema 2 migrate, one file at a
+        time, as pulls need them. Only a trusted blob is adopted (``blob_trusted``); its
+        chunk list is the entry's, so the new name is the identity of what it holds."""
+        if not entry.built_from_chunks or not entry.chunks:
+            return False
+        found = self.locate_chunks(c.digest for c in entry.chunks)
+        places = [found.get(c.digest) for _, c in entry.chunk_offsets()]
+        first = places[0]
+        if first is None or not first.trusted:
+            return False
+        for place, (offset, chunk) in zip(places, entry.chunk_offsets(), strict=True):
+            if place is None or (place.blob, place.offset, place.length) != (
+                first.blob,
+                offset,
+                chunk.size,
+            ):
+                return False
+        source_hex = first.blob.name
+        st = self.blob_stat(source_hex)
+        if st is None or st.st_size != entry.size:
+            return False
+        file_hex = hex_of(entry.digest)
+        try:
+            os.link(first.blob, self.layout.blob(file_hex), follow_symlinks=False)
+        except FileExistsError:
+            return self.has_blob(entry)
+        except OSError:  # another member's inode (protected_hardlinks), another device
+            return False
+        for name in (source_hex, file_hex):  # the link moved the inode's ctime
+            self.record_blob(name)
+        self.index_chunks(entry)
+        return True
 
     def blob_present(self, entry: FileEntry) -> bool:
         """Whether a file of the right size is there (no trust check: listings)."""
@@ -323,16 +364,19 @@ class NodeCache:
         ).fetchone()
         return row is not None and BlobStat(*row) == BlobStat.of(st)
 
-    def rehash_blob(self, file_hex: str) -> bool:
-        """Re-hash ``blobs/<hex>`` against its name; a match is remembered (in the index
-        if the blob is trusted otherwise, so the next pull reads it no more)."""
+    def rehash_blob(self, file_hex: str, entry: FileEntry | None = None) -> bool:
+        """Re-hash ``blobs/<hex>`` against its name (``content_matches``: chunk by chunk
+        for a schema-2 identity, whose chunk list comes from ``entry`` or the index); a
+        match is remembered (in the index if the blob is trusted otherwise, so the next
+        pull reads it no more)."""
         path = self.layout.blob(file_hex)
+        chunks = self.blob_chunks(file_hex, entry)
         try:
             fd = os.open(path, _READ_FLAGS)
         except OSError:
             return False
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or file_digest(fd) != digest_of_hex(file_hex):
+        if not stat.S_ISREG(st.st_mode) or not content_matches(fd, file_hex, chunks):
             return False
         after = self.blob_stat(file_hex)
         if after is None or BlobStat.of(after) != BlobStat.of(st):  # changed as we read
@@ -341,6 +385,16 @@ class NodeCache:
         if st.st_uid in self.trusted and not st.st_mode & 0o222:
             self.record_blob(file_hex, st)
         return True
+
+    def blob_chunks(self, file_hex: str, entry: FileEntry | None = None) -> list[ChunkRef] | None:
+        """The chunk list a schema-2 blob's name is the identity of (from ``entry`` when it
+        names this blob, else the index); None for a schema-1 blob (named by content)."""
+        if entry is not None and hex_of(entry.digest) == file_hex and entry.built_from_chunks:
+            return list(entry.chunks)
+        row = self._db.execute(
+            "SELECT chunks FROM blob_chunks WHERE blob = ?", (file_hex,)
+        ).fetchone()
+        return None if row is None else unpack_chunks(row[0])
 
     def record_blob(self, file_hex: str, st: os.stat_result | None = None) -> None:
         """Remember the blob's stat as the one it is trusted under."""
@@ -410,11 +464,17 @@ class NodeCache:
         self._verified.pop(hex_digest, None)
         self._db.execute("DELETE FROM chunks WHERE blob = ?", (hex_digest,))
         self._db.execute("DELETE FROM blob_stats WHERE blob = ?", (hex_digest,))
+        self._db.execute("DELETE FROM blob_chunks WHERE blob = ?", (hex_digest,))
         return True
 
     def index_chunks(self, entry: FileEntry) -> None:
         rows = [(c.digest, hex_of(entry.digest), off, c.size) for off, c in entry.chunk_offsets()]
         self._db.executemany("INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?)", rows)
+        if entry.built_from_chunks:
+            self._db.execute(
+                "INSERT OR REPLACE INTO blob_chunks VALUES (?, ?)",
+                (hex_of(entry.digest), pack_chunks(entry.chunks)),
+            )
 
     def locate_chunks(self, digests: Iterable[str]) -> dict[str, ChunkLocation]:
         """Chunks some cached blob already holds: digest -> where.
@@ -730,19 +790,68 @@ def _read_regular(path: Path) -> bytes:
         return f.read()
 
 
-def file_digest(file: int | Path) -> str:
-    """The blake3 digest of a whole file (an open fd, which it closes, or a path), read
-    through one reused buffer."""
-    buf = _buffers.take(_buffers.buffer_size(8 << 20))
+def pack_chunks(chunks: Iterable[ChunkRef]) -> bytes:
+    return b"".join(bytes.fromhex(hex_of(c.digest)) + c.size.to_bytes(8, "little") for c in chunks)
+
+
+def unpack_chunks(packed: bytes) -> list[ChunkRef] | None:
+    """The list ``pack_chunks`` made; None if it is not one (a damaged index row)."""
+    if len(packed) % 40:
+        return None
+    return [
+        ChunkRef(
+            digest_of_hex(packed[i : i + 32].hex()),
+            int.from_bytes(packed[i + 32 : i + 40], "little"),
+        )
+        for i in range(0, len(packed), 40)
+    ]
+
+
+def content_matches(
+    file: int | Path,
+    file_hex: str,
+    chunks: Sequence[ChunkRef] | None,
+    sink: Callable[[memoryview], object] | None = None,
+) -> bool:
+    """Whether a file (an open fd, which it closes, or a path) holds what ``file_hex``
+    names, read once through a reused buffer (each piece also handed to ``sink``).
+
+    With ``chunks`` (schema 2), ``file_hex`` must be their identity, each chunk must
+    hash to its digest and the file must end where they do; without (schema 1), the
+    whole-file digest must be ``file_hex``.
+    """
+    expected = digest_of_hex(file_hex)
+    if chunks is not None and file_identity((c.digest, c.size) for c in chunks) != expected:
+        return False
+    largest = max((c.size for c in chunks), default=1) if chunks is not None else 8 << 20
+    buf = _buffers.take(_buffers.buffer_size(min(largest, MAX_CHUNK_RAW)))
     view = memoryview(buf)
-    hasher = Hasher()
     try:
         with open(file, "rb", buffering=0) as f:
-            while n := f.readinto(view):
-                hasher.update(view[:n])
+            if chunks is None:
+                hasher = Hasher()
+                while n := f.readinto(view):
+                    hasher.update(view[:n])
+                    if sink is not None:
+                        sink(view[:n])
+                return hasher.digest() == expected
+            for chunk in chunks:
+                if chunk.size > len(view) or _read_exactly(f, view[: chunk.size]) != chunk.size:
+                    return False
+                if digest_bytes(view[: chunk.size]) != chunk.digest:
+                    return False
+                if sink is not None:
+                    sink(view[: chunk.size])
+            return f.readinto(view[:1]) == 0
     finally:
         _buffers.give(buf)
-    return hasher.digest()
+
+
+def _read_exactly(f: io.FileIO, view: memoryview) -> int:
+    done = 0
+    while done < len(view) and (n := f.readinto(view[done:])):
+        done += n
+    return done
 
 
 @contextlib.contextmanager

@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, get_args
 
-from wreg._cache import NodeCache, file_digest
+from wreg._cache import NodeCache, content_matches
 from wreg._cache_layout import SNAPSHOT_LOCK_GLOB, is_hex, partial_hex, snapshot_lock_hex
 from wreg._results import CachedSnapshot, CacheListing, CorruptFile, PruneResult, VerifyResult
-from wreg.core.digest import Hasher, digest_of_hex, hex_of
+from wreg.core.digest import digest_of_hex, hex_of
 from wreg.core.errors import ErrorCode, WregError
-from wreg.core.manifest import FileEntry, Manifest
+from wreg.core.manifest import ChunkRef, FileEntry, Manifest
 from wreg.core.reference import Reference
 
 if TYPE_CHECKING:
@@ -144,9 +144,13 @@ LINK_MODES: Final[tuple[str, ...]] = get_args(LinkMode)
 _FICLONE: Final = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 
 
+def _chunks_of(entry: FileEntry) -> tuple[ChunkRef, ...] | None:
+    return entry.chunks if entry.built_from_chunks else None
+
+
 def _same_content(name: str, fd: int, entry: FileEntry) -> bool:
     src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-    return file_digest(src) == entry.digest
+    return content_matches(src, hex_of(entry.digest), _chunks_of(entry))
 
 
 def _needs_write(
@@ -310,12 +314,9 @@ def _kernel_copy(src: int, out: int) -> None:
 
 
 def _copy_hashed(src: int, out: int, entry: FileEntry) -> None:
-    hasher = Hasher()
-    with open(src, "rb", closefd=False) as r, open(out, "wb", closefd=False) as w:
-        while data := r.read(1 << 20):
-            hasher.update(data)
-            w.write(data)
-    if hasher.digest() != entry.digest:
+    with open(out, "wb", closefd=False) as w:
+        ok = content_matches(os.dup(src), hex_of(entry.digest), _chunks_of(entry), w.write)
+    if not ok:
         raise ErrorCode.CACHE_UNTRUSTED.error(
             f"{entry.path}: the cached blob changed while it was copied; pull again",
             detail={"path": entry.path, "expected": entry.digest},

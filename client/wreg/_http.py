@@ -5,6 +5,12 @@ few JSON calls per push or pull use httpx. Every failure is mapped in one place 
 ``wreg.core.errors`` hierarchy, carrying the server's code, message and request id.
 Transient failures (connection errors, 429, 5xx) are retried with backoff; permanent
 ones (4xx, digest mismatch) never are.
+
+Small chunks travel in batches (``fetch_chunks_into``, ``put_chunks``: many chunks per
+request, framed as ``wreg.core.batch`` says), since for them per-request overhead, not
+bytes, is the cost. A registry without the batched routes (an older server answers 405,
+or a proxy 404 without our error code) is remembered (``batches``), and callers fall back
+to one request per chunk.
 """
 
 from __future__ import annotations
@@ -19,10 +25,16 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import httpx
 
+from wreg.core import batch
 from wreg.core.errors import ErrorCode, NotFound, WregError
-from wreg.core.mediatypes import CHUNK_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
+from wreg.core.mediatypes import CHUNK_FRAMES_MEDIA_TYPE, CHUNK_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
 from wreg.core.reference import Reference
-from wreg.core.sizes import MAX_CHUNK_ENCODED, MAX_MANIFEST_BYTES, MAX_MISSING_QUERY
+from wreg.core.sizes import (
+    MAX_BATCH_CHUNKS,
+    MAX_CHUNK_ENCODED,
+    MAX_MANIFEST_BYTES,
+    MAX_MISSING_QUERY,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -35,6 +47,14 @@ _BACKOFF: Final = 0.25
 # The two fields of an S3 XML error body we show (parsed leniently: it is only a message).
 _S3_CODE: Final = re.compile(r"<Code>([^<]{1,100})</Code>")
 _S3_MESSAGE: Final = re.compile(r"<Message>([^<]{1,300})</Message>")
+
+
+class BatchesUnsupported(Exception):
+    """Internal: the registry has no batched chunk routes; send one chunk per request."""
+
+
+class BatchTooLarge(Exception):
+    """Internal: a batch answer would overflow its buffer; fetch its chunks one by one."""
 
 
 class _Retryable(Exception):
@@ -106,6 +126,11 @@ class Registry:
         self._timeout = timeout
         self._control: httpx.AsyncClient | None = None
         self._bulk: aiohttp.ClientSession | None = None
+        # Whether to use the batched chunk routes: off once the registry shows it lacks
+        # them (``BatchesUnsupported``), or when the caller turns them off; known once a
+        # batch succeeded.
+        self.batches = True
+        self.batches_known = False
 
     async def __aenter__(self) -> Registry:
         # Loading the CA bundle costs ~60 ms; a plain-http registry never needs it (control
@@ -373,6 +398,114 @@ class Registry:
             _fail(error, r.status)
 
         return await with_retries(once)
+
+    # -- batches of small chunks (aiohttp) --------------------------------------------
+
+    def _no_batches(self, status: int, body: bytes) -> bool:
+        """Whether an error answer to a batched route means batches do not work here
+        (then ``batches`` goes off): a 405 or a 404 that is not one of our chunk errors
+        (no such route: an older registry), or a 413 (its batch caps are lower than ours;
+        a chunk too large alone gets the same answer again, sent alone)."""
+        if status in (405, 413) or (status == 404 and b"CHUNK_UNKNOWN" not in body):
+            self.batches = False
+            return True
+        return False
+
+    async def put_chunks(self, name: str, chunks: list[tuple[str, bytes]]) -> None:
+        """Upload many encoded chunks in one request (``POST .../chunks/upload``), each
+        verified by the registry as a single upload is; one bad chunk refuses them all.
+        Raises ``BatchesUnsupported`` if the registry lacks the route."""
+        session = self._session()
+        url = f"{self.url}/v1/repositories/{name}/chunks/upload"
+        body = batch.encode_frames(chunks)
+        what = f"upload of {len(chunks)} chunks"
+
+        async def once() -> None:
+            try:
+                headers = {"Content-Type": CHUNK_FRAMES_MEDIA_TYPE}
+                async with session.post(url, data=body, headers=headers) as r:
+                    answer = await r.read()
+                    if r.status < 400:
+                        self.batches_known = True
+                        return
+                    if self._no_batches(r.status, answer):
+                        raise BatchesUnsupported
+                    error = http_error(r.status, answer, r.headers.get("x-request-id"), what)
+            except (_aio_client_error(), TimeoutError) as exc:
+                raise _Retryable(self._unreachable(exc, what)) from None
+            _fail(error, r.status)
+
+        await with_retries(once)
+
+    async def fetch_chunks_into(
+        self, name: str, digests: list[str], buf: bytearray
+    ) -> list[tuple[int, int]]:
+        """Read many encoded chunks of repository ``name`` in one request (``POST
+        .../chunks/fetch``) into ``buf``; returns each chunk's ``(start, end)`` in
+        ``buf``, in the order of ``digests``. The caller decodes and verifies each.
+
+        The answer is bounded by ``buf`` (the caller sized it from the manifest): reading
+        stops once it would pass it (``BatchTooLarge``: encodings larger than this
+        client's, to be fetched one by one). Frames that are not the digests asked for,
+        in order, are ``CHUNK_INVALID`` without retry. Raises ``BatchesUnsupported`` if the
+        registry lacks the route.
+        """
+        if len(digests) > MAX_BATCH_CHUNKS:
+            raise ValueError(f"at most {MAX_BATCH_CHUNKS} chunks per batch")
+        session = self._session()
+        url = f"{self.url}/v1/repositories/{name}/chunks/fetch"
+        view = memoryview(buf)
+        what = f"download of {len(digests)} chunks"
+
+        async def once() -> list[tuple[int, int]]:
+            try:
+                async with session.post(url, json={"digests": digests}) as r:
+                    if r.status < 400:
+                        n = 0
+                        while piece := await r.content.readany():
+                            end = n + len(piece)
+                            if end > len(view):  # odd encodings: fetch these one by one
+                                raise BatchTooLarge
+                            view[n:end] = piece
+                            n = end
+                        self.batches_known = True
+                        return _spans(view[:n], digests)
+                    body = await r.read()
+                    if self._no_batches(r.status, body):
+                        raise BatchesUnsupported
+                    error = http_error(r.status, body, r.headers.get("x-request-id"), what)
+            except (_aio_client_error(), TimeoutError) as exc:
+                raise _Retryable(self._unreachable(exc, what)) from None
+            _fail(error, r.status)
+
+        return await with_retries(once)
+
+
+def _spans(body: memoryview, digests: list[str]) -> list[tuple[int, int]]:
+    """Where each frame's chunk lies in ``body``; the frames must be ``digests`` in order."""
+    spans: list[tuple[int, int]] = []
+    at = 0
+    try:
+        for digest, encoded in batch.frames(
+            body, max_count=len(digests), max_length=MAX_CHUNK_ENCODED
+        ):
+            at += batch.FRAME_HEADER_SIZE
+            if digest != digests[len(spans)]:
+                raise ErrorCode.CHUNK_INVALID.error(
+                    f"the registry answered chunk {digest} where {digests[len(spans)]} "
+                    "was asked for"
+                )
+            spans.append((at, at + len(encoded)))
+            at += len(encoded)
+    except WregError as exc:
+        raise ErrorCode.CHUNK_INVALID.error(
+            f"malformed batch answer from the registry: {exc.message}"
+        ) from None
+    if len(spans) != len(digests):
+        raise ErrorCode.CHUNK_INVALID.error(
+            f"the registry answered {len(spans)} of the {len(digests)} chunks asked for"
+        )
+    return spans
 
 
 def _aio_client_error() -> type[Exception]:

@@ -47,6 +47,7 @@ from wreg._cache import POLL_SECONDS, ChunkLocation, NodeCache, acquire, share_f
 from wreg._cache_ops import LinkMode, materialize, resolve_offline
 from wreg._progress import Progress
 from wreg._results import PullResult
+from wreg.core.batch import FRAME_HEADER_SIZE
 from wreg.core.digest import Hasher, digest_bytes
 from wreg.core.errors import ErrorCode, ErrorKind, WregError
 from wreg.core.manifest import FileEntry, Manifest
@@ -60,6 +61,10 @@ if TYPE_CHECKING:
 _FLUSH_SECONDS: Final = 0.5
 _SYNC_SECONDS: Final = 5.0
 _SEED_BATCH: Final = 64 << 20
+# Chunks smaller than this are fetched in batches (``_fetch``), larger ones alone.
+_BATCH_CHUNK_MAX: Final = 1 << 20
+# Per chunk in a batch: the frame header and room for the chunk's encoding header.
+_FRAME_SLACK: Final = FRAME_HEADER_SIZE + 128
 
 
 @dataclass(slots=True, eq=False)
@@ -233,7 +238,13 @@ async def pull(
     await acquire(snapshot_lock)
     try:
         for _round in range(3):  # a prune racing with us can remove a blob we counted on
-            todo = list({e.digest: e for e in selected if not cache.has_blob(e)}.values())
+            todo = list(
+                {
+                    e.digest: e
+                    for e in selected
+                    if not cache.has_blob(e) and not cache.adopt_blob(e)
+                }.values()
+            )
             if not todo:
                 break
             if registry is None:
@@ -467,34 +478,95 @@ async def _fetch(
     written: Callable[[_Target, int], None],
 ) -> None:
     """Download, decode, verify and write every chunk of ``needs`` with a fixed set of
-    workers, each owning one reused pair of buffers (encoded, raw)."""
+    workers, each owning one reused pair of buffers (encoded, raw).
+
+    Chunks under ``_BATCH_CHUNK_MAX`` go in batches (``_jobs``): one request for as many
+    as fit a worker's encoded buffer (and ``MAX_BATCH_CHUNKS``), so the batch counts
+    against ``inflight_bytes`` like one large chunk. A batch is verified whole before any
+    of it is written. Large chunks keep the single, cacheable GET; so does everything
+    when the registry has no batched route (``Registry.batches``).
+    """
     if not needs:
         return
+    from wreg._http import BatchesUnsupported, BatchTooLarge
+
     loop = asyncio.get_running_loop()
     size = _buffers.buffer_size(max(sizes[d] for d in needs))
-    workers = min(len(needs), _buffers.slots_for(ctx.inflight_bytes, size, 2, ctx.concurrency))
-    queue = iter(list(needs))
     registry, stats = ctx.registry, ctx.stats
+    jobs = _jobs(needs, sizes, size, registry.batches)
+
+    done: set[str] = set()
+
+    def landed(digest: str) -> None:
+        done.add(digest)
+        places = needs[digest]
+        stats.chunks += 1
+        stats.fetched_raw += sizes[digest] * len(places)
+        for t, _offset, index in places:
+            ctx.progress.advance(sizes[digest])
+            written(t, index)
+
+    async def one(digest: str, encoded: bytearray, raw: bytearray) -> None:
+        n = await registry.get_chunk_into(ctx.name, digest, encoded)
+        stats.received += n
+        await loop.run_in_executor(
+            ctx.executor,
+            _decode_write,
+            [(digest, memoryview(encoded)[:n], sizes[digest], needs[digest])],
+            raw,
+        )
+        landed(digest)
+
+    async def many(digests: list[str], encoded: bytearray, raw: bytearray) -> bool:
+        """One batch; False when it has to go one chunk at a time instead."""
+        if not registry.batches:
+            return False
+        try:
+            spans = await registry.fetch_chunks_into(ctx.name, digests, encoded)
+        except (BatchesUnsupported, BatchTooLarge):
+            return False
+        stats.received += sum(end - start for start, end in spans)  # chunk bytes only
+        view = memoryview(encoded)
+        work = [
+            (d, view[start:end], sizes[d], needs[d])
+            for d, (start, end) in zip(digests, spans, strict=True)
+        ]
+        await loop.run_in_executor(ctx.executor, _decode_write, work, raw)
+        for digest in digests:
+            landed(digest)
+        return True
 
     async def worker() -> None:
         encoded, raw = _buffers.take(size), _buffers.take(size)
         try:
-            for digest in queue:
-                places = needs[digest]
-                n = await registry.get_chunk_into(ctx.name, digest, encoded)
-                stats.received += n
-                stats.chunks += 1
-                await loop.run_in_executor(
-                    ctx.executor, _decode_write, digest, encoded, n, raw, sizes[digest], places
-                )
-                stats.fetched_raw += sizes[digest] * len(places)
-                for t, _offset, index in places:
-                    ctx.progress.advance(sizes[digest])
-                    written(t, index)
+            for job in queue:
+                if isinstance(job, str):
+                    await one(job, encoded, raw)
+                elif not await many(job, encoded, raw):
+                    for digest in job:
+                        await one(digest, encoded, raw)
         finally:
             _buffers.give(encoded, ctx.inflight_bytes)
             _buffers.give(raw, ctx.inflight_bytes)
 
+    first = next((i for i, job in enumerate(jobs) if isinstance(job, list)), None)
+    if first is not None and not registry.batches_known:
+        # Whether this registry has the batched route is learnt from one batch before the
+        # workers start: without it, every chunk becomes a job of its own again, fetched
+        # in parallel as before, not one batch's chunks one after another in one worker.
+        encoded, raw = _buffers.take(size), _buffers.take(size)
+        try:
+            probe = jobs.pop(first)
+            assert isinstance(probe, list)  # noqa: S101 - narrows: found as a list above
+            if not await many(probe, encoded, raw):
+                jobs = _jobs({d: needs[d] for d in needs if d not in done}, sizes, size, False)
+        finally:
+            _buffers.give(encoded, ctx.inflight_bytes)
+            _buffers.give(raw, ctx.inflight_bytes)
+    if not jobs:
+        return
+    workers = min(len(jobs), _buffers.slots_for(ctx.inflight_bytes, size, 2, ctx.concurrency))
+    queue = iter(jobs)
     tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
     try:
         await asyncio.gather(*tasks)
@@ -505,37 +577,68 @@ async def _fetch(
         raise
 
 
-def _decode_write(
-    digest: str,
-    encoded_buf: bytearray,
-    n: int,
-    raw: bytearray,
-    size: int,
-    places: list[_Place],
-) -> None:
-    """Decode and verify one chunk, then ``pwrite`` it wherever it goes (worker thread)."""
-    encoded = memoryview(encoded_buf)[:n]
+def _jobs(
+    needs: _Needs, sizes: dict[str, int], budget: int, batches: bool
+) -> list[str | list[str]]:
+    """The fetch plan, in manifest order: a digest alone (a large chunk, or every chunk
+    when ``batches`` is off), or a batch of small ones whose encodings (estimated from
+    the raw size, ``_FRAME_SLACK`` each) fill at most ``budget`` bytes."""
+    from wreg.core.sizes import MAX_BATCH_CHUNKS
+
+    jobs: list[str | list[str]] = []
+    current: list[str] = []
+    used = 0
+    for digest in needs:
+        cost = sizes[digest] + _FRAME_SLACK
+        if not batches or sizes[digest] >= _BATCH_CHUNK_MAX or cost > budget:
+            jobs.append(digest)
+            continue
+        if current and (used + cost > budget or len(current) >= MAX_BATCH_CHUNKS):
+            jobs.append(current)
+            current, used = [], 0
+        current.append(digest)
+        used += cost
+    if current:
+        jobs.append(current if len(current) > 1 else current[0])
+    return jobs
+
+
+def _decode_write(work: list[tuple[str, memoryview, int, list[_Place]]], raw: bytearray) -> None:
+    """Decode and verify each chunk of ``work`` (digest, encoded bytes, raw size, places),
+    all of them first, then ``pwrite`` each wherever it goes (worker thread). The raw
+    sizes add up to at most ``len(raw)``: decoded chunks lie side by side in it."""
     # Imported here: numpy and zstandard cost a warm pull ~0.1 s of start-up for nothing.
     from wreg.core.encoding import HEADER_SIZE, Codec, Transform, decode_chunk_into, parse_header
 
-    codec, transform, raw_len = parse_header(encoded)
-    if raw_len != size:
-        raise ErrorCode.DIGEST_MISMATCH.error(
-            f"chunk {digest} is {raw_len} bytes, the manifest says {size}"
-        )
-    if codec is Codec.NONE and transform is Transform.NONE and n - HEADER_SIZE == raw_len:
-        data = encoded[HEADER_SIZE:]  # stored raw: verify and write straight from the buffer
-        actual = digest_bytes(data)
-        if actual != digest:
+    out = memoryview(raw)
+    at = 0
+    verified: list[tuple[memoryview, list[_Place]]] = []
+    for digest, encoded, size, places in work:
+        codec, transform, raw_len = parse_header(encoded)
+        if raw_len != size:
             raise ErrorCode.DIGEST_MISMATCH.error(
-                f"chunk content does not match its digest: expected {digest}, got {actual}",
-                detail={"expected": digest, "actual": actual},
+                f"chunk {digest} is {raw_len} bytes, the manifest says {size}"
             )
-    else:
-        decode_chunk_into(encoded, memoryview(raw), expected_digest=digest)
-        data = memoryview(raw)[:raw_len]
-    for t, offset, _index in places:
-        _pwrite_all(t.fd, data, offset)
+        if (
+            codec is Codec.NONE
+            and transform is Transform.NONE
+            and len(encoded) - HEADER_SIZE == raw_len
+        ):
+            data = encoded[HEADER_SIZE:]  # stored raw: verify and write straight from the buffer
+            actual = digest_bytes(data)
+            if actual != digest:
+                raise ErrorCode.DIGEST_MISMATCH.error(
+                    f"chunk content does not match its digest: expected {digest}, got {actual}",
+                    detail={"expected": digest, "actual": actual},
+                )
+        else:
+            decode_chunk_into(encoded, out[at:], expected_digest=digest)
+            data = out[at : at + raw_len]
+            at += raw_len
+        verified.append((data, places))
+    for data, places in verified:
+        for t, offset, _index in places:
+            _pwrite_all(t.fd, data, offset)
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
@@ -584,11 +687,23 @@ def _flush(targets: list[_Target], upto: int | None = None, sync: bool = False) 
 
 
 async def _finalize(ctx: _Context, t: _Target) -> None:
-    """Verify the whole file; repair chunks that fail their own digest; commit the blob."""
+    """Check the file; repair chunks that fail their own digest; commit the blob.
+
+    Schema 2 (``FileEntry.built_from_chunks``): every chunk written by this run was
+    verified on arrival (or seeded from a trusted blob, or hashed on the way from an
+    untrusted one), so only the chunks resumed from an earlier run — which a crash may
+    have lost — are read back. Schema 1: the whole file is read back for its digest.
+    """
     loop = asyncio.get_running_loop()
-    ok = await loop.run_in_executor(ctx.executor, _verify_file, t)
+    bad: list[int] = []
+    if t.entry.built_from_chunks:
+        bad = await loop.run_in_executor(ctx.executor, _bad_chunks, t, sorted(t.done))
+        ok = not bad and os.fstat(t.fd).st_size == t.entry.size
+    else:
+        ok = await loop.run_in_executor(ctx.executor, _verify_file, t)
     if not ok:
-        bad = await loop.run_in_executor(ctx.executor, _bad_chunks, t)
+        if not bad:  # which chunks are wrong is not known yet: look at every one
+            bad = await loop.run_in_executor(ctx.executor, _bad_chunks, t, None)
         needs: _Needs = {}
         sizes: dict[str, int] = {}
         for index in bad:
@@ -596,7 +711,7 @@ async def _finalize(ctx: _Context, t: _Target) -> None:
             needs.setdefault(chunk.digest, []).append(_Place(t, offset, index))
             sizes[chunk.digest] = chunk.size
         await _fetch(ctx, needs, sizes, lambda _t, _i: None)
-        if not bad or not await loop.run_in_executor(ctx.executor, _verify_file, t):
+        if not bad or not await loop.run_in_executor(ctx.executor, _verified, t):
             ctx.cache.reset_partial(t.entry)
             raise ErrorCode.DIGEST_MISMATCH.error(
                 f"{t.entry.path}: assembled file does not match its digest {t.entry.digest}"
@@ -605,6 +720,13 @@ async def _finalize(ctx: _Context, t: _Target) -> None:
         ctx.cache.commit_blob(t.temp, t.entry, t.fd)
     finally:
         _close(t)
+
+
+def _verified(t: _Target) -> bool:
+    """After a repair: every chunk matches (schema 2), or the whole file does (schema 1)."""
+    if t.entry.built_from_chunks:
+        return not _bad_chunks(t, None) and os.fstat(t.fd).st_size == t.entry.size
+    return _verify_file(t)
 
 
 def _verify_file(t: _Target) -> bool:
@@ -626,9 +748,13 @@ def _verify_file(t: _Target) -> bool:
         _buffers.give(buf)
 
 
-def _bad_chunks(t: _Target) -> list[int]:
+def _bad_chunks(t: _Target, among: list[int] | None) -> list[int]:
+    """Indices of the chunks (of ``among``, default all) whose bytes in the temp file do
+    not match their digest."""
+    chunks = list(t.entry.chunk_offsets())
     return [
         index
-        for index, (offset, chunk) in enumerate(t.entry.chunk_offsets())
-        if digest_bytes(os.pread(t.fd, chunk.size, offset)) != chunk.digest
+        for index in (range(len(chunks)) if among is None else among)
+        if digest_bytes(os.pread(t.fd, chunks[index][1].size, chunks[index][0]))
+        != chunks[index][1].digest
     ]

@@ -29,19 +29,23 @@ from wreg import _buffers
 from wreg._cache import HashedChunk, StatRecord
 from wreg._progress import Progress
 from wreg._results import PushResult
-from wreg.core.digest import Hasher, digest_bytes
+from wreg.core.batch import FRAME_HEADER_SIZE
+from wreg.core.digest import digest_bytes, file_identity
 from wreg.core.errors import ErrorCode, IntegrityError, InvalidInput, WregError
 from wreg.core.manifest import MODE_EXEC, MODE_FILE, ChunkRef, FileEntry, Manifest
 from wreg.core.reference import Reference
-from wreg.core.sizes import CDC_AVG, CDC_MAX, CDC_MIN, CHUNK_MAX, CHUNK_PACK
+from wreg.core.sizes import CDC_AVG, CDC_MAX, CDC_MIN, CHUNK_MAX, CHUNK_PACK, MAX_BATCH_CHUNKS
 
 if TYPE_CHECKING:
     from wreg._cache import NodeCache
     from wreg._http import Registry
 
 # Chunk lists are only reusable while the chunker is the same.
-CHUNKER: Final = f"v1/{CHUNK_MAX}/{CHUNK_PACK}/{CDC_AVG}/{CDC_MIN}/{CDC_MAX}"
+# "v2": remembered digests are schema-2 identities (rows from v1 are not reused).
+CHUNKER: Final = f"v2/{CHUNK_MAX}/{CHUNK_PACK}/{CDC_AVG}/{CDC_MIN}/{CDC_MAX}"
 _RACY_SECONDS: Final = 2.0
+# Missing chunks smaller than this are uploaded in batches (``_Uploader``), larger alone.
+_BATCH_CHUNK_MAX: Final = 1 << 20
 
 
 @dataclass(slots=True, eq=False)
@@ -263,14 +267,14 @@ async def push(
 
 
 def _hash_file(f: _File, budget: int) -> None:
-    """Cut ``f`` into chunks and hash them and the whole file (worker thread)."""
+    """Cut ``f`` into chunks and hash them, in one read; the file's digest is its chunk
+    list's identity (schema 2), so the whole file is not hashed again (worker thread)."""
     from wreg.core.chunking import plan_file  # lazy: an unchanged re-push never cuts
 
     specs = plan_file(f.path)
     size = _buffers.buffer_size(max((s.length for s in specs), default=1))
     buf = _buffers.take(size)
     view = memoryview(buf)
-    hasher = Hasher()
     chunks: list[HashedChunk] = []
     try:
         fd = os.open(f.path, os.O_RDONLY)
@@ -280,7 +284,6 @@ def _hash_file(f: _File, budget: int) -> None:
                 if os.preadv(fd, [data], s.offset) != s.length:
                     raise _changed(f)
                 chunks.append(HashedChunk(s.offset, s.length, s.dtype, digest_bytes(data)))
-                hasher.update(data)
             after = os.fstat(fd)
         finally:
             os.close(fd)
@@ -288,7 +291,7 @@ def _hash_file(f: _File, budget: int) -> None:
         _buffers.give(buf, budget)
     if (after.st_size, after.st_mtime_ns) != (f.st.st_size, f.st.st_mtime_ns):
         raise _changed(f)
-    f.chunks, f.digest = chunks, hasher.digest()
+    f.chunks, f.digest = chunks, file_identity((c.digest, c.length) for c in chunks)
 
 
 def _changed(f: _File) -> WregError:
@@ -296,7 +299,14 @@ def _changed(f: _File) -> WregError:
 
 
 class _Uploader:
-    """Workers that read, encode and send missing chunks, one reused read buffer each."""
+    """Workers that read, encode and send missing chunks, one reused read buffer each.
+
+    Small chunks (under ``_BATCH_CHUNK_MAX``) waiting in the queue together go in one
+    request (``Registry.put_chunks``), as many as fill the worker's read buffer (and
+    ``MAX_BATCH_CHUNKS``): a batch costs the memory of one large chunk, so the
+    ``inflight_bytes`` budget holds. Large chunks, and everything once the registry
+    shows it has no batched route, go one per request.
+    """
 
     def __init__(
         self,
@@ -318,28 +328,92 @@ class _Uploader:
         self.done_bytes = 0
         self.reporting = False
 
+    def _small(self, digest: str) -> bool:
+        return self.registry.batches and self.where[digest].chunk.length < _BATCH_CHUNK_MAX
+
+    def _group(
+        self, first: str, queue: asyncio.Queue[str | None]
+    ) -> tuple[list[str], str | None, bool]:
+        """``first`` and the small chunks queued right behind it that fit one batch; the
+        chunk taken that does not fit (the caller sends it next), if any; and whether the
+        end of the queue (``None``) was taken."""
+        group = [first]
+        used = self.where[first].chunk.length + FRAME_HEADER_SIZE
+        while len(group) < MAX_BATCH_CHUNKS and not queue.empty():
+            digest = queue.get_nowait()
+            if digest is None:
+                return group, None, True
+            cost = self.where[digest].chunk.length + FRAME_HEADER_SIZE
+            if not self._small(digest) or used + cost > self.size:
+                return group, digest, False
+            group.append(digest)
+            used += cost
+        return group, None, False
+
     async def run(self, queue: asyncio.Queue[str | None]) -> None:
-        loop = asyncio.get_running_loop()
         buf: bytearray | None = None
         try:
-            while (digest := await queue.get()) is not None:
-                f, chunk = self.where[digest]
-                if buf is None or len(buf) < chunk.length:
-                    buf = _buffers.take(max(self.size, _buffers.buffer_size(chunk.length)))
-                encoded = await loop.run_in_executor(self.executor, _read_encode, f, chunk, buf)
-                await self.registry.put_chunk(self.name, digest, encoded)
-                self.sent += len(encoded)
-                self.done_bytes += chunk.length
-                if self.reporting:
-                    self.progress.advance(chunk.length)
+            pending: str | None = None
+            done = False
+            while True:
+                if pending is not None:
+                    digest, pending = pending, None
+                else:
+                    taken = None if done else await queue.get()
+                    if taken is None:
+                        break
+                    digest = taken
+                group = [digest]
+                if self._small(digest):
+                    group, pending, done = self._group(digest, queue)
+                longest = max(self.where[d].chunk.length for d in group)
+                need = max(longest, sum(self.where[d].chunk.length for d in group))
+                if buf is None or len(buf) < need:
+                    if buf is not None:
+                        _buffers.give(buf, self.budget)
+                    buf = _buffers.take(max(self.size, _buffers.buffer_size(need)))
+                await self._send(group, buf)
         finally:
             if buf is not None:
                 _buffers.give(buf, self.budget)
 
+    async def _send(self, group: list[str], buf: bytearray) -> None:
+        loop = asyncio.get_running_loop()
+        sources = [self.where[d] for d in group]
+        encoded = await loop.run_in_executor(self.executor, _read_encode_all, sources, buf)
+        chunks = list(zip(group, encoded, strict=True))
+        sent = False
+        if len(chunks) > 1:
+            from wreg._http import BatchesUnsupported
 
-def _read_encode(f: _File, chunk: HashedChunk, buf: bytearray) -> bytes:
+            try:
+                await self.registry.put_chunks(self.name, chunks)
+                sent = True
+            except BatchesUnsupported:
+                pass
+        if not sent:
+            for digest, data in chunks:
+                await self.registry.put_chunk(self.name, digest, data)
+        for source, data in zip(sources, encoded, strict=True):
+            self.sent += len(data)
+            self.done_bytes += source.chunk.length
+            if self.reporting:
+                self.progress.advance(source.chunk.length)
+
+
+def _read_encode_all(sources: list[_Source], buf: bytearray) -> list[bytes]:
+    """Read, check and encode each chunk of ``sources``, side by side in ``buf``."""
+    out: list[bytes] = []
+    at = 0
+    for f, chunk in sources:
+        out.append(_read_encode(f, chunk, memoryview(buf)[at:]))
+        at += chunk.length
+    return out
+
+
+def _read_encode(f: _File, chunk: HashedChunk, buf: memoryview) -> bytes:
     offset, length, dtype, digest = chunk
-    data = memoryview(buf)[:length]
+    data = buf[:length]
     fd = os.open(f.path, os.O_RDONLY)
     try:
         n = os.preadv(fd, [data], offset)

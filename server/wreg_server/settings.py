@@ -141,6 +141,16 @@ class ServerSettings(BaseSettings):
     max_manifest_bytes: int = Field(default=sizes.MAX_MANIFEST_BYTES, gt=0)
     max_missing_query: int = Field(default=sizes.MAX_MISSING_QUERY, gt=0)
     max_json_body: int = Field(default=sizes.MAX_JSON_BODY, gt=0)
+    max_batch_chunks: int = Field(
+        default=sizes.MAX_BATCH_CHUNKS,
+        gt=0,
+        description="chunks per batched fetch or upload (.../chunks/fetch, .../chunks/upload)",
+    )
+    max_batch_bytes: int = Field(
+        default=sizes.MAX_BATCH_BYTES,
+        gt=0,
+        description="encoded bytes (frames included) of a batched fetch's answer or upload's body",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -15,7 +15,7 @@ def _entry(path: str, data: bytes, mode: int = 0o644) -> FileEntry:
         ChunkRef(digest_bytes(data[:half]), half),
         ChunkRef(digest_bytes(data[half:]), len(data) - half),
     )
-    return FileEntry(path, len(data), digest_bytes(data), mode, chunks)
+    return FileEntry.of(path, chunks, mode)
 
 
 def _commit(cache: NodeCache, entry: FileEntry, data: bytes) -> Path:

@@ -26,7 +26,7 @@ def _entry(path: str, data: bytes, pieces: int = 4) -> FileEntry:
     step = len(data) // pieces
     cuts = [data[i * step : (i + 1) * step if i < pieces - 1 else len(data)] for i in range(pieces)]
     chunks = tuple(ChunkRef(digest_bytes(c), len(c)) for c in cuts)
-    return FileEntry(path, len(data), digest_bytes(data), 0o644, chunks)
+    return FileEntry.of(path, chunks)
 
 
 @pytest.mark.parametrize(

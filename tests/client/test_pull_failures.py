@@ -24,11 +24,10 @@ def _manifest(good: bytes, bad: bytes) -> Manifest:
     """a.bin: the good chunk; b.bin: the good chunk then the bad one, 64 times over."""
     refs_a = (ChunkRef(digest_bytes(good), len(good)),)
     refs_b = (*refs_a, *[ChunkRef(digest_bytes(bad), len(bad))] * 64)
-    data_b = good + bad * 64
     return Manifest.build(
         [
-            FileEntry("a.bin", len(good), digest_bytes(good), 0o644, refs_a),
-            FileEntry("b.bin", len(data_b), digest_bytes(data_b), 0o644, refs_b),
+            FileEntry.of("a.bin", refs_a),
+            FileEntry.of("b.bin", refs_b),
         ]
     )
 

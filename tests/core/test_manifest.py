@@ -9,13 +9,13 @@ import pytest
 
 from wreg.core.digest import digest_bytes
 from wreg.core.errors import ErrorCode, InvalidInput
-from wreg.core.manifest import ChunkRef, FileEntry, Manifest, canonical_json
+from wreg.core.manifest import ChunkRef, FileEntry, Manifest, canonical_json, identity_of
 
 D1, D2 = digest_bytes(b"1"), digest_bytes(b"2")
 
 
 def _file(path: str, mode: int = 0o644) -> FileEntry:
-    return FileEntry(path, 3, D1, mode, (ChunkRef(D1, 1), ChunkRef(D2, 2)))
+    return FileEntry.of(path, (ChunkRef(D1, 1), ChunkRef(D2, 2)), mode)
 
 
 def test_canonical_bytes_and_digest_are_stable() -> None:
@@ -74,7 +74,7 @@ def _doc(**file_fields: object) -> bytes:
     [
         (b"{not json", "MANIFEST_INVALID"),
         (b"[]", "MANIFEST_INVALID"),
-        (b'{"schema": 2, "files": []}', "MANIFEST_INVALID"),
+        (b'{"schema": 3, "files": []}', "MANIFEST_INVALID"),
         (b'{"schema": 1, "files": [], "extra": 1}', "MANIFEST_INVALID"),
         (_doc(size=4), "MANIFEST_INVALID"),
         (_doc(size=-1), "MANIFEST_INVALID"),
@@ -289,3 +289,27 @@ def _rss_growth(data: bytes, tmp_path: Path) -> int:
         check=True,
     )
     return int(done.stdout)
+
+
+def test_schema_2_file_digests_are_chunk_list_identities() -> None:
+    """A schema-2 file is named by its ordered chunk list: any other digest is refused,
+    reordering the chunks changes it, and schema-1 manifests (content digests) still
+    parse but are not built from chunks."""
+    entry = _file("w.bin")
+    assert entry.built_from_chunks
+    assert entry.digest == identity_of(entry.chunks)
+    swapped = FileEntry.of("w.bin", tuple(reversed(entry.chunks)))
+    assert swapped.digest != entry.digest
+    lying = FileEntry("w.bin", 3, digest_bytes(b"123"), 0o644, entry.chunks)
+    with pytest.raises(InvalidInput, match="not the identity of its chunk list"):
+        Manifest.build([lying])
+    v1 = Manifest.build([lying], schema=1)
+    assert v1.schema == 1
+    assert json.loads(v1.to_json_bytes())["schema"] == 1
+    assert not v1.files[0].built_from_chunks
+    assert Manifest.from_json_bytes(v1.to_json_bytes()) == v1
+    # Domain-separated from content hashes: the bytes the identity hashes are not it.
+    packed = b"".join(
+        bytes.fromhex(c.digest[7:]) + c.size.to_bytes(8, "little") for c in entry.chunks
+    )
+    assert digest_bytes(packed) != entry.digest

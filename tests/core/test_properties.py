@@ -200,7 +200,7 @@ def file_entries(draw: st.DrawFn) -> list[FileEntry]:
         sizes = draw(st.lists(st.integers(1, 1 << 40), max_size=4))
         chunks = tuple(ChunkRef(draw(_HEX_DIGEST), size) for size in sizes)
         mode = draw(st.sampled_from([MODE_FILE, MODE_EXEC]))
-        entries.append(FileEntry(path, sum(sizes), draw(_HEX_DIGEST), mode, chunks))
+        entries.append(FileEntry.of(path, chunks, mode))
     return entries
 
 

@@ -8,7 +8,10 @@ then close; ``reset``: TCP RST before any response; ``stall``: say nothing for
 ``stall_seconds``; ``flip``: the whole body with one byte changed), either for the next
 attempts only (``transient``) or for every attempt (``permanent``). It records every
 chunk GET attempt and every chunk PUT the server acknowledged, and can call ``on_put``
-after each acknowledged PUT (to ``kill -9`` the server mid-push).
+after each acknowledged PUT (to ``kill -9`` the server mid-push). Its faults are per
+chunk request, so unless ``batches`` is set it answers the batched chunk routes 405, as
+a registry without them does, and the client sends every chunk alone
+(``tests/e2e/test_batched_transfer.py`` tests the batches).
 """
 
 from __future__ import annotations
@@ -95,6 +98,16 @@ def _reset(request: web.Request) -> None:
     transport.abort()
 
 
+def _batched_route(request: web.Request) -> bool:
+    return request.method == "POST" and request.path.endswith(("/chunks/fetch", "/chunks/upload"))
+
+
+def _no_such_method() -> web.Response:
+    """What a registry from before the batched chunk routes answers them."""
+    error = {"code": "METHOD_NOT_ALLOWED", "message": "method not allowed", "detail": None}
+    return web.json_response({"errors": [error]}, status=405, headers={"Allow": "GET, HEAD, PUT"})
+
+
 class FaultProxy(_Thread):
     FAULTS = ("truncate", "reset", "stall", "flip")
 
@@ -110,6 +123,7 @@ class FaultProxy(_Thread):
         self.faulted: Counter[str] = Counter()  # faults injected per kind
         self.acked_puts: dict[str, int] = {}  # digest -> encoded bytes, PUTs answered 2xx
         self.on_put: Callable[[FaultProxy], None] | None = None
+        self.batches = False  # forward POST .../chunks/fetch|upload (else: 405)
 
     async def _serve(self, stop: asyncio.Event) -> None:
         session = aiohttp.ClientSession(auto_decompress=False)
@@ -119,6 +133,8 @@ class FaultProxy(_Thread):
             digest = chunk_digest(request.path) or ""
             chunk = bool(digest)
             fault = None
+            if not self.batches and _batched_route(request):
+                return _no_such_method()
             if chunk and request.method == "GET":
                 self.gets[digest] += 1
                 queued = self.transient.get(digest)

@@ -2,7 +2,9 @@
 
 It forwards every request and counts chunk GETs per digest, so a test can tell exactly
 which bytes crossed the wire. ``delay`` slows each chunk GET; after ``serve_limit`` chunk
-GETs further ones hang (the client sees a stalled server) until ``unblock()``.
+GETs further ones hang (the client sees a stalled server) until ``unblock()``. It counts
+single-chunk GETs, so unless ``batches`` is set it answers the batched chunk routes 405,
+as a registry without them does, and the client fetches every chunk alone.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Proxy:
         self.gets: Counter[str] = Counter()
         self.delay = 0.0
         self.serve_limit: int | None = None
+        self.batches = False  # forward POST .../chunks/fetch|upload (else: 405)
         self._generation = 0
         self.url = ""
         self._loop = asyncio.new_event_loop()
@@ -47,6 +50,10 @@ class Proxy:
 
         async def handle(request: web.Request) -> web.StreamResponse:
             path = request.path_qs
+            batched = request.path.endswith(("/chunks/fetch", "/chunks/upload"))
+            if request.method == "POST" and batched and not self.batches:
+                error = {"code": "METHOD_NOT_ALLOWED", "message": "no", "detail": None}
+                return web.json_response({"errors": [error]}, status=405)
             chunk = request.method == "GET" and chunk_digest(request.path) is not None
             if chunk:
                 if self.serve_limit is not None and self.served >= self.serve_limit:

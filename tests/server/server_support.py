@@ -134,8 +134,7 @@ class Chunk:
 
 
 def file_of(path: str, *chunks: Chunk, mode: int = 0o644) -> FileEntry:
-    data = b"".join(c.raw for c in chunks)
-    return FileEntry(path, len(data), digest_bytes(data), mode, tuple(c.ref for c in chunks))
+    return FileEntry.of(path, tuple(c.ref for c in chunks), mode)
 
 
 def raw_manifest(files: list[dict[str, Any]], metadata: dict[str, Any] | None = None) -> bytes:

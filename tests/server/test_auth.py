@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.server.server_support import Api, Chunk, assert_error, file_of, running
+from wreg.core.batch import encode_frames
 from wreg.core.manifest import Manifest
 from wreg_server.app import create_app
 from wreg_server.auth import tokens
@@ -129,6 +130,12 @@ def call(reg: Registry, who: str | None, request: str) -> httpx.Response:
                 if method == "PUT":
                     return c.put(f"{chunks}/{reg.chunk.digest}", content=reg.chunk.encoded)
                 return c.request(method, f"{chunks}/{manifest.files[0].chunks[0].digest}")
+            case "fetch":
+                digest = manifest.files[0].chunks[0].digest
+                return c.post(f"/v1/repositories/{repo}/chunks/fetch", json={"digests": [digest]})
+            case "upload":
+                body = encode_frames([(reg.chunk.digest, reg.chunk.encoded)])
+                return c.post(f"/v1/repositories/{repo}/chunks/upload", content=body)
             case "missing":
                 return c.post(
                     f"/v1/repositories/{repo}/chunks/missing", json={"digests": [reg.chunk.digest]}
@@ -161,6 +168,10 @@ MATRIX: dict[str, set[str | None]] = {
     "HEAD chunk team-b/m": {"admin", "reader", "mixed"},
     "PUT chunk team-a/m": {"admin", "team-a-push", "mixed"},
     "PUT chunk team-b/m": {"admin"},
+    "POST fetch team-a/m": {"admin", "team-a-push", "reader", "team-a-reader", "mixed"},
+    "POST fetch team-b/m": {"admin", "reader", "mixed"},
+    "POST upload team-a/m": {"admin", "team-a-push", "mixed"},
+    "POST upload team-b/m": {"admin"},
     "POST missing team-a/m": {"admin", "team-a-push", "mixed"},
     "POST missing team-b/m": {"admin"},
     "GET repositories": {"admin", "team-a-push", "reader", "team-a-reader", "mixed"},

@@ -16,7 +16,7 @@ from tests.server.server_support import (
     raw_manifest,
 )
 from wreg.core.digest import digest_bytes
-from wreg.core.manifest import Manifest
+from wreg.core.manifest import Manifest, canonical_json
 from wreg.core.mediatypes import MANIFEST_MEDIA_TYPE
 from wreg_server.settings import ServerSettings
 
@@ -212,3 +212,19 @@ def test_unknown_references(api: Api) -> None:
     assert_error(get("/v1/repositories/model/manifests/v2"), 404, "TAG_UNKNOWN")
     assert_error(get("/v1/repositories/model/manifests/blake3:zz"), 400, "DIGEST_INVALID")
     assert_error(get("/v1/repositories/model/manifests/-bad"), 400, "TAG_INVALID")
+
+
+def test_schema_2_file_digests_must_be_chunk_list_identities(api: Api) -> None:
+    """One content, one digest, and a file whose name vouches for its chunk list: a
+    schema-2 manifest whose file digest is anything else (the content hash of schema 1,
+    say) is refused; the same file in schema 1 is accepted."""
+    chunk = Chunk.of(b"identity" * 100)
+    api.upload(chunk)
+    doc = file_doc("w.bin", chunk)  # digest: the content's blake3, as in schema 1
+    lying = canonical_json({"schema": 2, "files": [doc], "metadata": {}})
+    error = assert_error(api.commit("team/model", lying), 400, "MANIFEST_INVALID")
+    assert "identity of its chunk list" in error["message"]
+    assert api.commit("team/model", raw_manifest([doc])).status_code == 201
+    honest = Manifest.build([file_of("w.bin", chunk)])
+    assert honest.schema == 2
+    assert api.commit("team/model", honest).status_code == 201

@@ -63,6 +63,21 @@ async def test_put_replaces(store: ObjectStore) -> None:
     assert await store.size("k") == 4
 
 
+async def test_put_many_and_exists_many(store: ObjectStore) -> None:
+    """The batch forms (issue 11) behave as the single calls, in order, under new and
+    existing prefixes, replacing what was there."""
+    await store.put("p/q/old", b"before")
+    items = [(f"p/{i % 3}/k{i}", bytes([i]) * i) for i in range(20)] + [("p/q/old", b"after")]
+    await store.put_many(items)
+    for key, data in items:
+        assert await store.get(key) == data
+    assert await store.exists_many(["p/1/k1", "p/none", "p/q/old"]) == [True, False, True]
+    assert await store.exists_many([]) == []
+    await store.put_many([])
+    with pytest.raises(InvalidKey):
+        await store.put_many([("ok", b""), ("../bad", b"")])
+
+
 async def test_empty_object(store: ObjectStore) -> None:
     await store.put("empty", b"")
     assert await store.get("empty") == b""

@@ -23,6 +23,7 @@ from tests.server.server_support import Chunk, assert_error, file_of, running
 from tests.server.test_auth import Registry, make_token, start
 from tests.server.test_gc import age, run_gc, sql
 from wreg import Client
+from wreg.core.batch import encode_frames
 from wreg.core.errors import AuthError
 from wreg.core.manifest import Manifest
 from wreg_server.app import create_app
@@ -98,6 +99,45 @@ def test_a_chunk_outside_the_repository_reads_like_one_that_does_not_exist(
         assert_error(b.get(chunk_url("team-b/other", secret)), 404, "CHUNK_UNKNOWN")
     with registry.client("reader") as reader:  # pull:* reads it where it lives
         assert reader.get(chunk_url("team-b/private", secret)).status_code == 200
+
+
+def test_a_batched_fetch_reads_like_single_gets(registry: Registry) -> None:
+    """``POST .../chunks/fetch``: a chunk outside the repository answers exactly like one
+    that does not exist, whatever else the batch holds; the owner reads it."""
+    secret, own = Chunk.of(SECRET), Chunk.of(b"team a weights")
+
+    def fetch(c: httpx.Client, name: str, *chunks: Chunk) -> httpx.Response:
+        url = f"/v1/repositories/{name}/chunks/fetch"
+        return c.post(url, json={"digests": [x.digest for x in chunks]})
+
+    with registry.client("team-a-push") as a:
+        hidden, absent = fetch(a, "team-a/m", own, secret), fetch(a, "team-a/m", own, NEVER)
+        same_answer(hidden, absent, secret.digest, NEVER.digest)
+        error = assert_error(hidden, 404, "CHUNK_UNKNOWN")
+        assert error["detail"] == {"digests": [secret.digest]}
+        assert fetch(a, "team-a/m", own).status_code == 200
+        assert_error(fetch(a, "team-b/private", secret), 403, "DENIED")
+    with registry.client("team-b-push") as b:
+        r = fetch(b, "team-b/private", secret)
+        assert r.status_code == 200
+        assert r.content.endswith(secret.encoded)
+    with registry.client("team-a-reader") as reader:  # pull only: a fetch is a read
+        assert fetch(reader, "team-a/m", own).status_code == 200
+
+
+def test_a_batched_upload_proves_possession(registry: Registry) -> None:
+    """Chunks sent in an upload batch through ``R`` are claimed for ``R``, as singles are."""
+    secret = Chunk.of(SECRET)
+    with registry.client("team-a-push") as a:
+        body = encode_frames([(secret.digest, secret.encoded)])
+        r = a.post("/v1/repositories/team-a/copy/chunks/upload", content=body)
+        assert r.status_code == 201, r.text
+        query = {"digests": [secret.digest]}
+        r = a.post("/v1/repositories/team-a/copy/chunks/missing", json=query)
+        assert r.json() == {"missing": []}
+        assert_error(
+            a.post("/v1/repositories/team-b/private/chunks/upload", content=body), 403, "DENIED"
+        )
 
 
 def test_the_missing_query_reports_invisible_chunks_missing(registry: Registry) -> None:

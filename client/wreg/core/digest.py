@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Final
 
 import blake3
@@ -25,6 +26,25 @@ def digest_bytes(data: bytes | bytearray | memoryview) -> str:
     """The digest of ``data``."""
     threads = blake3.blake3.AUTO if len(data) >= _MULTITHREAD_MIN else 1
     return PREFIX + blake3.blake3(data, max_threads=threads).hexdigest()
+
+
+# BLAKE3's key derivation mode is domain-separated from plain hashing inside the
+# algorithm, so no file's content hash can equal any chunk list's identity.
+_IDENTITY_CONTEXT: Final = "wreg 2026-12 file identity v2"
+
+
+def file_identity(chunks: Iterable[tuple[str, int]]) -> str:
+    """A file's identity in manifest schema 2: the digest of its ordered chunk list
+    (each chunk's 32 digest bytes, then its raw size as 8 bytes little-endian).
+
+    A file assembled from chunks that each match their digest is, by construction, the
+    file this names: nothing needs to be read back. Computed by whoever holds the chunk
+    list (pusher, server, puller), never taken from a peer.
+    """
+    hasher = blake3.blake3(derive_key_context=_IDENTITY_CONTEXT)
+    for digest, size in chunks:
+        hasher.update(bytes.fromhex(digest[len(PREFIX) :]) + size.to_bytes(8, "little"))
+    return PREFIX + hasher.hexdigest()
 
 
 def is_digest(value: str) -> bool:

@@ -10,7 +10,13 @@ Shape::
                 "digest": "blake3:…", "mode": 420, "path": "model.safetensors",
                 "size": 90868376}, …],
      "metadata": {…},
-     "schema": 1}
+     "schema": 2}
+
+A file's ``digest`` is its *identity*: in schema 2 (what this client writes) the digest
+of its ordered chunk list (``wreg.core.digest.file_identity``), checked on every parse,
+so a file built from verified chunks is correct by construction and is never read back.
+Schema 1 manifests (``digest``: blake3 of the whole content) are still read; their files
+are verified by reading them once.
 
 Parsing is strict so that one content has one digest: every field has its exact JSON
 type (``420.0`` is not a mode, ``true`` is not a size), files are sorted by path, and the
@@ -29,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from wreg.core.digest import digest_bytes, is_digest
+from wreg.core.digest import digest_bytes, file_identity, is_digest
 from wreg.core.errors import ErrorCode, WregError
 from wreg.core.sizes import (
     MAX_JSON_DEPTH,
@@ -40,7 +46,9 @@ from wreg.core.sizes import (
     MAX_PATH_LENGTH,
 )
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+"""The schema this client writes; ``SCHEMAS`` are the ones it reads."""
+SCHEMAS: Final = frozenset({1, 2})
 MODE_FILE: Final = 0o644
 MODE_EXEC: Final = 0o755
 # Names Windows reserves; a model tree containing them cannot be materialised there.
@@ -110,13 +118,25 @@ class ChunkRef:
 
 @dataclass(frozen=True, slots=True)
 class FileEntry:
-    """One file of a model: path, size, whole-file digest, mode and ordered chunks."""
+    """One file of a model: path, size, identity digest, mode and ordered chunks."""
 
     path: str
     size: int
     digest: str
     mode: int
     chunks: tuple[ChunkRef, ...]
+
+    @classmethod
+    def of(cls, path: str, chunks: Iterable[ChunkRef], mode: int = MODE_FILE) -> FileEntry:
+        """A schema-2 entry: size and digest follow from the chunks."""
+        refs = tuple(chunks)
+        return cls(path, sum(c.size for c in refs), identity_of(refs), mode, refs)
+
+    @property
+    def built_from_chunks(self) -> bool:
+        """Whether the digest is the chunk list's identity (schema 2): then a file whose
+        chunks each match their digests is this file, with nothing read back."""
+        return self.digest == identity_of(self.chunks)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -135,24 +155,34 @@ class FileEntry:
             offset += chunk.size
 
 
+def identity_of(chunks: Iterable[ChunkRef]) -> str:
+    """``file_identity`` of a chunk list."""
+    return file_identity((c.digest, c.size) for c in chunks)
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     """An immutable model version. Build with ``Manifest.build`` to get validation."""
 
     files: tuple[FileEntry, ...]
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    schema: int = SCHEMA_VERSION
 
     @classmethod
     def build(
-        cls, files: Iterable[FileEntry], metadata: Mapping[str, Any] | None = None
+        cls,
+        files: Iterable[FileEntry],
+        metadata: Mapping[str, Any] | None = None,
+        schema: int = SCHEMA_VERSION,
     ) -> Manifest:
-        """Sort files by path and validate the result."""
-        manifest = cls(tuple(sorted(files, key=lambda f: f.path)), dict(metadata or {}))
-        return cls.from_json_bytes(manifest.to_json_bytes())
+        """Sort files by path and validate the result (schema 2: every file digest must
+        be its chunk list's identity, as ``FileEntry.of`` makes it)."""
+        ordered = tuple(sorted(files, key=lambda f: f.path))
+        return cls.from_json_bytes(cls(ordered, dict(metadata or {}), schema).to_json_bytes())
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "schema": SCHEMA_VERSION,
+            "schema": self.schema,
             "files": [f.to_json() for f in self.files],
             "metadata": dict(self.metadata),
         }
@@ -200,7 +230,7 @@ class Manifest:
         if not isinstance(doc, dict):
             raise _invalid("manifest must be a JSON object")
         schema = doc.get("schema")
-        if type(schema) is not int or schema != SCHEMA_VERSION:
+        if type(schema) is not int or schema not in SCHEMAS:
             raise _invalid(f"unsupported manifest schema {doc.get('schema')!r}")
         unknown = set(doc) - {"schema", "files", "metadata"}
         if unknown:
@@ -216,7 +246,14 @@ class Manifest:
         files = tuple(_parse_file(f) for f in raw_files)
         _check_order(files)
         _check_tree(files)
-        return cls(files, metadata)
+        if schema >= 2:
+            for f in files:
+                if not f.built_from_chunks:
+                    raise _invalid(
+                        f"{f.path}: digest {f.digest} is not the identity of its chunk list"
+                        " (schema 2)"
+                    )
+        return cls(files, metadata, schema)
 
 
 def canonical_json(value: Any) -> bytes:

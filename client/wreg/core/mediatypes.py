@@ -1,6 +1,8 @@
-"""HTTP media types of wreg's two wire formats (a leaf module: cheap to import)."""
+"""HTTP media types of wreg's wire formats (a leaf module: cheap to import)."""
 
 from typing import Final
 
 CHUNK_MEDIA_TYPE: Final = "application/vnd.wreg.chunk.v1"
 MANIFEST_MEDIA_TYPE: Final = "application/vnd.wreg.manifest.v1+json"
+# Frames of encoded chunks (``core/batch.py``): batched fetch answers, batched uploads.
+CHUNK_FRAMES_MEDIA_TYPE: Final = "application/vnd.wreg.chunk-frames.v1"

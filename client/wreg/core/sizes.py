@@ -36,3 +36,10 @@ MAX_MANIFEST_PATH_BYTES: Final = 4 * MiB
 MAX_JSON_DEPTH: Final = 32
 MAX_MISSING_QUERY: Final = 20_000
 MAX_JSON_BODY: Final = 4 * MiB
+# Batched chunk transfers (``.../chunks/fetch`` and ``.../chunks/upload``, ``core/batch.py``):
+# chunks per request, and encoded bytes per request (the answer's for a fetch, the body's
+# for an upload; frame headers included). 1 024 tiny chunks are ~70 KiB: per-request
+# overhead, not bytes, is what batching saves, so a big model's ~35k chunks of a few
+# bytes to a few KiB need ~35 requests; the byte cap bounds what one request holds.
+MAX_BATCH_CHUNKS: Final = 1024
+MAX_BATCH_BYTES: Final = 64 * MiB

@@ -25,6 +25,14 @@ class ChunkStored(BaseModel):
     stored_size: int
 
 
+class FetchRequest(_Strict):
+    digests: list[str]
+
+
+class BatchStored(BaseModel):
+    chunks: list[ChunkStored]
+
+
 class ManifestCommitted(BaseModel):
     name: str
     digest: str

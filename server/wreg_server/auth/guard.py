@@ -6,7 +6,10 @@ What a request needs is derived from its method and route template:
 
     /healthz, /readyz, /metrics                  open (so are /docs, /openapi.json)
     /v1/repositories/{name}/...                  GET/HEAD: pull on name; else: push on name
-      (manifests, tags, and chunks: .../chunks/{digest}, POST .../chunks/missing)
+      (manifests, tags, and chunks: .../chunks/{digest}, POST .../chunks/missing,
+      POST .../chunks/upload)
+    POST /v1/repositories/{name}/chunks/fetch    pull on name (a batched GET: a read
+      whose digest list is too long for a URL, so it travels in a POST body)
     GET /v1/repositories                         any caller; lists what it may pull
     GET/HEAD /v1/chunks/{digest}                 pull on some repository (or anonymous)
     PUT /v1/chunks/{digest}, POST .../missing    push on some repository
@@ -49,6 +52,8 @@ log = logging.getLogger(__name__)
 
 OPEN_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 PULL_METHODS: Final = frozenset({"GET", "HEAD"})
+# POSTs that only read: the batched chunk download (``api/routes/chunks.py``).
+READ_POSTS: Final = frozenset({"/v1/repositories/{name}/chunks/fetch"})
 # Any valid token (or anonymous, if allowed): who am I; may this token read that URI.
 CALLER_ROUTES: Final = frozenset({"/v1/tokens/self", "/v1/auth/check"})
 
@@ -66,7 +71,9 @@ class Need:
 
 def required(method: str, route: str, params: dict[str, str]) -> Need:
     """The access a request needs, from its method, route template and path parameters."""
-    action: Action = "pull" if method.upper() in PULL_METHODS else "push"
+    method = method.upper()
+    reads = method in PULL_METHODS or (method == "POST" and route in READ_POSTS)
+    action: Action = "pull" if reads else "push"
     if route in OPEN_ROUTES:
         return Need("open")
     if route in CALLER_ROUTES:

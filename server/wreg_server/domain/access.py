@@ -32,17 +32,19 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Final, Literal, TypeVar
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, and_, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wreg.core.digest import validate_digest
-from wreg_server.db.models import ChunkClaim, ManifestChunk, ManifestRow, Repository
+from wreg_server.db import dialect
+from wreg_server.db.models import Chunk, ChunkClaim, ManifestChunk, ManifestRow, Repository
 from wreg_server.domain import chunks
 from wreg_server.metrics import current as metrics
 
 Namespace = Literal["repository", "global"]
 
-# Bind parameters per IN (...): well under SQLite's and PostgreSQL's limits.
+# Bind parameters per IN (...): well under SQLite's and PostgreSQL's limits. Digest sets
+# go as one parameter each (``dialect.in_values``), ``dialect.SET_BATCH`` at a time.
 _BATCH: Final = 500
 
 
@@ -109,6 +111,29 @@ class RepositoryChunks:
             self.add(name, [digest])
         return hit is not None
 
+    async def lacking(self, session: AsyncSession, name: str, digests: list[str]) -> list[str]:
+        """Those of ``digests`` no manifest of ``name`` references (``contains`` for a
+        batch: one set lookup each, then one query for the rest, ``dialect.values_of``)."""
+        entry = self._sets.get(name)
+        if entry is not None and entry[0] < time.monotonic():
+            self.forget(name)
+            entry = None
+        if entry is not None:
+            self._sets.move_to_end(name)
+        elif self.ttl > 0 and await self._load(session, name):
+            loaded = self._sets.get(name)
+            known = loaded[1] if loaded is not None else set()
+            return [d for d in digests if d not in known]
+        rest = [d for d in dict.fromkeys(digests) if entry is None or d not in entry[1]]
+        found: set[str] = set()
+        for batch in _batched(rest, dialect.SET_BATCH):
+            wanted = dialect.in_values(session, ManifestChunk.chunk_digest, batch)
+            query = _referenced_in(name).where(wanted)
+            found.update(await session.scalars(query.distinct()))
+        if found:
+            self.add(name, found)
+        return [d for d in digests if (entry is None or d not in entry[1]) and d not in found]
+
     async def _load(self, session: AsyncSession, name: str) -> bool:
         """Load ``name``'s set; False when it is too large to keep."""
         rows = await session.scalars(_referenced_in(name).distinct().limit(self.max_digests + 1))
@@ -160,31 +185,55 @@ async def readable(
     return visibility.is_global or await sets.contains(session, name, digest)
 
 
+async def unreadable(
+    session: AsyncSession,
+    sets: RepositoryChunks,
+    visibility: Visibility,
+    name: str,
+    digests: list[str],
+) -> list[str]:
+    """Those of ``digests`` that may not be read through ``name`` (``readable`` for a
+    batch, in a few queries however many there are)."""
+    if visibility.is_global:
+        return []
+    return await sets.lacking(session, name, digests)
+
+
 async def usable(
     session: AsyncSession, visibility: Visibility, name: str, digests: Iterable[str]
 ) -> dict[str, int]:
     """Raw sizes of the live chunks among ``digests`` a push to ``name`` may reference."""
-    live = await chunks.sizes_of(session, digests)
-    if visibility.is_global or not live:
-        return live
-    proven = await _claimed(session, name, live)
+    if visibility.is_global:
+        return await chunks.sizes_of(session, digests)
+    live, proven = await _live_and_claimed(session, name, digests)
     rest = [d for d in live if d not in proven]
     if rest:
         proven |= await _reachable(session, rest, visibility.may_pull)
     return {d: size for d, size in live.items() if d in proven}
 
 
-async def _claimed(session: AsyncSession, name: str, digests: Iterable[str]) -> set[str]:
-    found: set[str] = set()
-    for batch in _batched(digests):
-        found.update(
-            await session.scalars(
-                select(ChunkClaim.chunk_digest).where(
-                    ChunkClaim.repository == name, ChunkClaim.chunk_digest.in_(batch)
-                )
+async def _live_and_claimed(
+    session: AsyncSession, name: str, digests: Iterable[str]
+) -> tuple[dict[str, int], set[str]]:
+    """``chunks.sizes_of`` and ``_claimed`` in one query (per ``dialect.SET_BATCH``)."""
+    live: dict[str, int] = {}
+    claimed: set[str] = set()
+    for batch in _batched(digests, dialect.SET_BATCH):
+        query = (
+            select(Chunk.digest, Chunk.size, ChunkClaim.chunk_digest)
+            .outerjoin(
+                ChunkClaim,
+                and_(ChunkClaim.chunk_digest == Chunk.digest, ChunkClaim.repository == name),
+            )
+            .where(
+                dialect.in_values(session, Chunk.digest, batch), Chunk.gc_pending_since.is_(None)
             )
         )
-    return found
+        for digest, size, claim in await session.execute(query):
+            live[digest] = size
+            if claim is not None:
+                claimed.add(digest)
+    return live, claimed
 
 
 async def _reachable(
@@ -193,19 +242,20 @@ async def _reachable(
     """Those of ``digests`` some manifest of a repository the caller may pull references."""
     found: set[str] = set()
     if may_pull is None:
-        for batch in _batched(digests):
-            query = select(ManifestChunk.chunk_digest).where(ManifestChunk.chunk_digest.in_(batch))
+        for batch in _batched(digests, dialect.SET_BATCH):
+            wanted = dialect.in_values(session, ManifestChunk.chunk_digest, batch)
+            query = select(ManifestChunk.chunk_digest).where(wanted)
             found.update(await session.scalars(query.distinct()))
         return found
     repos = await session.execute(select(Repository.id, Repository.name))
     ids = [int(repo_id) for repo_id, repo in repos if may_pull(repo)]
     for id_batch in _batched(ids):
-        for batch in _batched(d for d in digests if d not in found):
+        for batch in _batched((d for d in digests if d not in found), dialect.SET_BATCH):
             query = (
                 select(ManifestChunk.chunk_digest)
                 .join(ManifestRow, ManifestRow.id == ManifestChunk.manifest_id)
                 .where(
-                    ManifestChunk.chunk_digest.in_(batch),
+                    dialect.in_values(session, ManifestChunk.chunk_digest, batch),
                     ManifestRow.repository_id.in_(id_batch),
                 )
             )
@@ -235,9 +285,12 @@ async def missing(
 
 async def drop_claims(session: AsyncSession, name: str, digests: Iterable[str]) -> None:
     """Claims a manifest of ``name`` has made redundant (its edges now prove them)."""
-    for batch in _batched(digests):
+    for batch in _batched(digests, dialect.SET_BATCH):
         await session.execute(
-            delete(ChunkClaim).where(
-                ChunkClaim.repository == name, ChunkClaim.chunk_digest.in_(batch)
+            delete(ChunkClaim)
+            .where(
+                ChunkClaim.repository == name,
+                dialect.in_values(session, ChunkClaim.chunk_digest, batch),
             )
+            .execution_options(synchronize_session=False)
         )

@@ -8,8 +8,10 @@ again only (re)moves the tag.
 
 from __future__ import annotations
 
+from typing import cast
+
 from anyio import to_thread
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, delete, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wreg.core.digest import PREFIX, digest_bytes
@@ -153,8 +155,13 @@ async def _insert(
     stmt = stmt.on_conflict_do_nothing(index_elements=["repository_id", "digest"])
     manifest_id = await session.scalar(stmt.returning(ManifestRow.id))
     if manifest_id is not None:
-        edges = [{"manifest_id": manifest_id, "chunk_digest": d} for d in manifest.chunk_digests()]
-        if edges:
-            await session.execute(insert(ManifestChunk), edges)
+        # The edges: INSERT ... SELECT from the digest set sent as one parameter
+        # (``dialect.values_of``), a statement per SET_BATCH, no Python work per row.
+        digests = sorted(manifest.chunk_digests())
+        table = cast(Table, ManifestChunk.__table__)
+        for at in range(0, len(digests), dialect.SET_BATCH):
+            wanted = dialect.values_of(session, digests[at : at + dialect.SET_BATCH]).subquery()
+            rows = select(literal(int(manifest_id)), wanted.c.value)
+            await session.execute(insert(table).from_select(["manifest_id", "chunk_digest"], rows))
         return int(manifest_id)
     return await repositories.manifest_id(session, repo_id, digest)

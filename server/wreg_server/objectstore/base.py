@@ -22,9 +22,10 @@ Anything else is a bug in the store or its caller.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar, Final
@@ -32,6 +33,8 @@ from typing import ClassVar, Final
 _SEGMENT: Final = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
 _KEY_RE: Final = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
 MAX_KEY_LENGTH: Final = 1024
+# Calls of one ``put_many`` / ``exists_many`` in flight at once (the default versions).
+_MANY_CONCURRENCY: Final = 16
 
 
 class ObjectStoreError(Exception):
@@ -109,6 +112,42 @@ class ObjectStore(ABC):
         key = check_key(key)
         with self._translated("put", key):
             await self._put(key, data)
+
+    async def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """``put`` each ``(key, data)``: each put atomic, in no particular order, and a
+        failure may leave some of them stored (as separate puts would). For batches of
+        small objects, where a call per object costs more than its bytes; the default
+        runs ``put``s concurrently, a backend may do better."""
+        checked = [(check_key(key), data) for key, data in items]
+        if checked:
+            with self._translated("put", checked[0][0]):
+                await self._put_many(checked)
+
+    async def exists_many(self, keys: Sequence[str]) -> list[bool]:
+        """``exists`` of each key, in order (see ``put_many``)."""
+        checked = [check_key(key) for key in keys]
+        if not checked:
+            return []
+        with self._translated("exists", checked[0]):
+            return await self._exists_many(checked)
+
+    async def _put_many(self, items: list[tuple[str, bytes]]) -> None:
+        slots = asyncio.Semaphore(_MANY_CONCURRENCY)
+
+        async def one(key: str, data: bytes) -> None:
+            async with slots:
+                await self._put(key, data)
+
+        await asyncio.gather(*(one(key, data) for key, data in items))
+
+    async def _exists_many(self, keys: list[str]) -> list[bool]:
+        slots = asyncio.Semaphore(_MANY_CONCURRENCY)
+
+        async def one(key: str) -> bool:
+            async with slots:
+                return await self._exists(key)
+
+        return list(await asyncio.gather(*(one(key) for key in keys)))
 
     async def get(self, key: str) -> bytes:
         """The bytes under ``key``; raises ``ObjectNotFound``."""

@@ -12,6 +12,26 @@ store and ``WREG_S3_REDIRECT`` on, a download is instead a 307 to a presigned UR
 expires soon, so the redirect itself is marked ``no-store``: a cache that kept it for a
 year would hand out a dead link. Path parameters arrive validated: the guard validates
 every one once, before any route code runs.
+
+Batches, for the per-request overhead of many small chunks (framing: ``wreg.core.batch``):
+
+* ``POST .../chunks/fetch`` with ``{"digests": [...]}`` (at most ``max_batch_chunks``)
+  answers the encoded chunks as frames in request order (duplicates repeated). It needs
+  only pull (``auth/guard.py``) and checks every digest as a single ``GET`` would:
+  if any is not readable through ``name`` or not stored, the whole request is a 404
+  ``CHUNK_UNKNOWN`` whose ``detail.digests`` lists them (unreadable and unknown alike,
+  so it tells no more than single GETs), before any byte is sent; an answer that would
+  pass ``max_batch_bytes`` is a 413 ``BODY_TOO_LARGE``, also before any byte. The
+  answer is assembled in memory (at most ``max_batch_bytes``), so its status is always
+  the truth; it is never cached (``no-store``: the single-chunk ``GET`` is the
+  cacheable route) and never redirected to the object store.
+* ``POST .../chunks/upload`` takes a body of frames (at most ``max_batch_bytes`` and
+  ``max_batch_chunks``); every chunk is decoded and verified exactly as a single
+  ``PUT`` (and claimed for ``name``). All or nothing as to verification: malformed
+  framing (or no frame at all) is a 400 ``BODY_INVALID``, and one chunk that fails
+  (``DIGEST_MISMATCH``, ``CHUNK_INVALID``, ``CHUNK_TOO_LARGE``) refuses the whole batch
+  — its error names the digest and ``detail.frame`` — before any chunk is stored. Answered 201 with
+  ``{"chunks": [{"digest", "size", "stored_size"}...]}``, one per frame, in order.
 """
 
 from __future__ import annotations
@@ -22,8 +42,10 @@ from anyio import to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 
-from wreg.core.errors import ErrorCode
-from wreg.core.mediatypes import CHUNK_MEDIA_TYPE
+from wreg.core import batch
+from wreg.core.digest import validate_digest
+from wreg.core.errors import ErrorCode, WregError
+from wreg.core.mediatypes import CHUNK_FRAMES_MEDIA_TYPE, CHUNK_MEDIA_TYPE
 from wreg_server.api.body import openapi_binary, openapi_body, read_json, read_limited
 from wreg_server.api.caching import NO_STORE, immutable
 from wreg_server.api.deps import (
@@ -33,7 +55,13 @@ from wreg_server.api.deps import (
     StoreDep,
     VisibilityDep,
 )
-from wreg_server.api.schemas import ChunkStored, MissingRequest, MissingResponse
+from wreg_server.api.schemas import (
+    BatchStored,
+    ChunkStored,
+    FetchRequest,
+    MissingRequest,
+    MissingResponse,
+)
 from wreg_server.domain import access, chunks
 from wreg_server.domain.layout import chunk_key
 from wreg_server.objectstore import ObjectStore
@@ -76,6 +104,101 @@ async def missing(
     """Which of these digests a push to ``name`` must upload (request order kept,
     duplicates dropped): those not stored, and those this token may not reuse."""
     return MissingResponse(missing=await _missing(request, session, settings, visibility, name))
+
+
+@router.post(
+    "/{name:path}/chunks/fetch",
+    response_class=Response,
+    responses={200: {"content": {CHUNK_FRAMES_MEDIA_TYPE: {}}}},
+    openapi_extra=openapi_body(FetchRequest),
+)
+async def fetch_chunks(
+    name: str,
+    request: Request,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    visibility: VisibilityDep,
+    sets: RepositoryChunksDep,
+) -> Response:
+    """Many encoded chunks readable through ``name``, as frames in request order
+    (module docstring); needs pull, like a single ``GET``."""
+    query = await read_json(request, FetchRequest, settings.max_json_body)
+    if len(query.digests) > settings.max_batch_chunks:
+        raise _too_many(settings, len(query.digests))
+    digests = [validate_digest(d) for d in query.digests]
+    hidden = set(await access.unreadable(session, sets, visibility, name, digests))
+    infos = await chunks.infos_of(session, [d for d in digests if d not in hidden])
+    unknown = [d for d in dict.fromkeys(digests) if d in hidden or d not in infos]
+    if unknown:
+        raise ErrorCode.CHUNK_UNKNOWN.error(
+            f"{len(unknown)} chunk(s) of the batch are unknown: {', '.join(unknown[:3])}"
+            + (", ..." if len(unknown) > 3 else ""),
+            detail={"digests": unknown},
+        )
+    declared = sum(infos[d].stored_size + batch.FRAME_HEADER_SIZE for d in digests)
+    _check_answer_size(settings, declared)
+    data = await chunks.read_many(store, digests)
+    _check_answer_size(settings, sum(len(b) + batch.FRAME_HEADER_SIZE for b in data))
+    parts: list[bytes] = []
+    for digest, encoded in zip(digests, data, strict=True):
+        parts.append(batch.frame_header(digest, len(encoded)))
+        parts.append(encoded)
+    return Response(
+        b"".join(parts), media_type=CHUNK_FRAMES_MEDIA_TYPE, headers={"Cache-Control": NO_STORE}
+    )
+
+
+@router.post(
+    "/{name:path}/chunks/upload",
+    status_code=201,
+    response_model=BatchStored,
+    openapi_extra=openapi_binary("application/octet-stream"),  # frames; any type accepted
+)
+async def upload_chunks(
+    name: str,
+    request: Request,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+) -> BatchStored:
+    """Upload many encoded chunks through ``name`` as frames; each is decoded and
+    verified like a single ``PUT``, and one bad chunk refuses the batch (module docstring)."""
+    body = await read_limited(request, settings.max_batch_bytes)
+    items = list(
+        batch.frames(
+            body, max_count=settings.max_batch_chunks, max_length=settings.max_chunk_encoded
+        )
+    )
+    if not items:
+        raise ErrorCode.BODY_INVALID.error("an upload batch must hold at least one chunk")
+    scoped = settings.chunk_namespace == "repository"
+    stored = await chunks.upload_many(
+        session, store, items, max_raw=settings.max_chunk_raw, through=name if scoped else None
+    )
+    # As for single uploads, the answer is the same whether the registry held a chunk.
+    return BatchStored(
+        chunks=[
+            ChunkStored(digest=digest, size=info.size, stored_size=len(encoded))
+            for (digest, encoded), (info, _new) in zip(items, stored, strict=True)
+        ]
+    )
+
+
+def _too_many(settings: ServerSettings, count: int) -> WregError:
+    return ErrorCode.BODY_TOO_LARGE.error(
+        f"at most {settings.max_batch_chunks} chunks per batch",
+        detail={"limit": settings.max_batch_chunks, "count": count},
+    )
+
+
+def _check_answer_size(settings: ServerSettings, size: int) -> None:
+    if size > settings.max_batch_bytes:
+        raise ErrorCode.BODY_TOO_LARGE.error(
+            f"the chunks asked for add up to {size} encoded bytes, over the limit of "
+            f"{settings.max_batch_bytes} per batch: ask for fewer at a time",
+            detail={"limit": settings.max_batch_bytes, "size": size},
+        )
 
 
 @router.put(
