@@ -437,6 +437,10 @@ class NodeCache:
                 os.close(fd)
         os.fchmod(fd, mode)
         verified = os.fstat(fd)
+        # Index first: a blob must never be there without its chunk list (schema 2), or
+        # it could not be re-checked against its name; a failed write (a full disk)
+        # leaves the temp file, not a blob.
+        self.index_chunks(entry)
         os.replace(temp, final)
         st = final.lstat()
         if (st.st_dev, st.st_ino) != (verified.st_dev, verified.st_ino):
@@ -446,7 +450,6 @@ class NodeCache:
             )
         self.progress_path(entry.digest).unlink(missing_ok=True)
         self.record_blob(hex_of(entry.digest), st)
-        self.index_chunks(entry)
         return final
 
     def blob_mode(self, entry: FileEntry) -> int:

@@ -5,7 +5,7 @@ Revises: 0003
 Create Date: 2026-12-02
 
 A new table only. Rows are written by uploads through ``/v1/repositories/{name}/chunks``
-and dropped with their chunk (``ON DELETE CASCADE``) or once a manifest of the
+and dropped with their chunk (``ON DELETE CASCADE``) or by GC once a manifest of the
 repository references the chunk; see ``wreg_server/db/models.py`` (``ChunkClaim``).
 """
 

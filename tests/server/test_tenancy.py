@@ -187,9 +187,11 @@ def test_claiming_another_teams_chunk_needs_its_bytes(registry: Registry) -> Non
         assert commit(a, "team-a/stolen", secret).status_code == 201
         r = a.get(chunk_url("team-a/stolen", secret))
         assert (r.status_code, r.content) == (200, secret.encoded)
-    # One stored copy; the claim was dropped once the manifest referenced the chunk.
-    claims = sql(registry.settings, select(ChunkClaim.repository, ChunkClaim.chunk_digest))
-    assert sorted(claims) == [("team-a/elsewhere", secret.digest)]
+    # GC drops the claim the manifest now proves, and keeps the one it does not.
+    claims = select(ChunkClaim.repository, ChunkClaim.chunk_digest)
+    assert ("team-a/stolen", secret.digest) in sql(registry.settings, claims)
+    run_gc(registry.settings)
+    assert sorted(sql(registry.settings, claims)) == [("team-a/elsewhere", secret.digest)]
 
 
 def test_a_token_that_may_pull_the_owner_reuses_without_uploading(registry: Registry) -> None:

@@ -41,10 +41,9 @@ def file_identity(chunks: Iterable[tuple[str, int]]) -> str:
     file this names: nothing needs to be read back. Computed by whoever holds the chunk
     list (pusher, server, puller), never taken from a peer.
     """
-    hasher = blake3.blake3(derive_key_context=_IDENTITY_CONTEXT)
-    for digest, size in chunks:
-        hasher.update(bytes.fromhex(digest[len(PREFIX) :]) + size.to_bytes(8, "little"))
-    return PREFIX + hasher.hexdigest()
+    skip = len(PREFIX)
+    packed = b"".join(bytes.fromhex(d[skip:]) + n.to_bytes(8, "little") for d, n in chunks)
+    return PREFIX + blake3.blake3(packed, derive_key_context=_IDENTITY_CONTEXT).hexdigest()
 
 
 def is_digest(value: str) -> bool:

@@ -120,9 +120,10 @@ class ChunkClaim(Base):
     a repository the pusher can pull already references it, or if its bytes were
     uploaded through the committing repository (this row). ``repository`` is a name,
     not a key: a repository exists only from its first commit, after its uploads. A row
-    is dropped once a manifest of the repository references the chunk (the edge then
-    proves it), and with its chunk (GC; ``ON DELETE CASCADE``); it never keeps a chunk
-    alive (GC marks only from ``manifest_chunks``).
+    is dropped by the next GC run once a manifest of the repository references the chunk
+    (the edge then proves it; a commit does not pay for the delete), and with its chunk
+    (``ON DELETE CASCADE``); it never keeps a chunk alive (GC marks only from
+    ``manifest_chunks``).
     """
 
     __tablename__ = "chunk_claims"

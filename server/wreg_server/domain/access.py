@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Final, Literal, TypeVar
 
-from sqlalchemy import Select, and_, delete, select
+from sqlalchemy import Select, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wreg.core.digest import validate_digest
@@ -281,16 +281,3 @@ async def missing(
     absent = [d for d in unique if d not in still]
     metrics().missing_query(len(unique), len(absent), sum(still.values()))
     return absent
-
-
-async def drop_claims(session: AsyncSession, name: str, digests: Iterable[str]) -> None:
-    """Claims a manifest of ``name`` has made redundant (its edges now prove them)."""
-    for batch in _batched(digests, dialect.SET_BATCH):
-        await session.execute(
-            delete(ChunkClaim)
-            .where(
-                ChunkClaim.repository == name,
-                dialect.in_values(session, ChunkClaim.chunk_digest, batch),
-            )
-            .execution_options(synchronize_session=False)
-        )

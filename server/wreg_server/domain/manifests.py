@@ -70,7 +70,6 @@ async def commit(
     if manifest_id is None:
         await _check_chunks(session, visibility, name, manifest)
         manifest_id = await _insert(session, repo_id, digest, body, manifest)
-        await access.drop_claims(session, name, manifest.chunk_digests())
     if tag is not None:
         await tags.upsert(session, repo_id, tag, manifest_id)
     await session.commit()
