@@ -11,7 +11,6 @@ so it never touches a system nginx. ``Nginx.stop()`` shuts it down gracefully.
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from tests.services import apt
 from wreg.testing.procs import stop_process, wait_for_http
 
 INSTALL_TIMEOUT_S = 600
@@ -90,22 +90,10 @@ def install() -> str:
         found = find()
         if found is not None:
             return found
-        env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-        for command in (
-            ["apt-get", "update"],
-            ["apt-get", "install", "-y", "--no-install-recommends", PACKAGE],
-        ):
-            done = subprocess.run(  # noqa: S603 - apt-get with fixed arguments, as root
-                command,
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=INSTALL_TIMEOUT_S,
-                check=False,
-            )
-            if done.returncode != 0:
-                tail = (done.stdout + done.stderr).strip()[-2000:]
-                raise NginxUnavailable(f"`{shlex.join(command)}` failed:\n{tail}")
+        try:
+            apt.install(PACKAGE, INSTALL_TIMEOUT_S)
+        except apt.AptFailed as exc:
+            raise NginxUnavailable(str(exc)) from None
     found = find()
     if found is None:
         raise NginxUnavailable(f"apt-get installed {PACKAGE} but there is no nginx binary")

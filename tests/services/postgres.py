@@ -27,6 +27,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from tests.services import apt
 from wreg.testing.procs import free_port
 
 SUPERUSER = "postgres"
@@ -171,22 +172,10 @@ def install() -> Path:
         found = find_bin_dir()
         if found is not None:
             return found
-        env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-        for command in (
-            ["apt-get", "update"],
-            ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"],
-        ):
-            done = subprocess.run(  # noqa: S603 - apt-get with fixed arguments, as root
-                command,
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=INSTALL_TIMEOUT_S,
-                check=False,
-            )
-            if done.returncode != 0:
-                tail = (done.stdout + done.stderr).strip()[-2000:]
-                raise PostgresUnavailable(f"`{shlex.join(command)}` failed:\n{tail}")
+        try:
+            apt.install("postgresql", INSTALL_TIMEOUT_S)
+        except apt.AptFailed as exc:
+            raise PostgresUnavailable(str(exc)) from None
     found = find_bin_dir()
     if found is None:
         raise PostgresUnavailable("apt-get installed postgresql but initdb/pg_ctl are not found")
