@@ -34,6 +34,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from tests.e2e.proxy import forward
 from wreg.testing.webapps import chunk_digest, start_app
 
 
@@ -149,26 +150,11 @@ class FaultProxy(_Thread):
                 raise ConnectionResetError("fault injected: reset")
             if fault == "stall":
                 await asyncio.sleep(self.stall_seconds)
-            headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-            body = await request.read()
             try:
-                async with session.request(
-                    request.method,
-                    self.upstream + request.path_qs,
-                    headers=headers,
-                    data=body or None,
-                    allow_redirects=False,
-                ) as r:
-                    payload = await r.read()
-                    status, upstream_headers = r.status, r.headers
+                status, payload, keep, body = await forward(session, self.upstream, request)
             except aiohttp.ClientError:  # the server is gone: so is its connection
                 _reset(request)
                 raise ConnectionResetError("upstream gone") from None
-            keep = {
-                k: v
-                for k, v in upstream_headers.items()
-                if k.lower() not in {"content-length", "transfer-encoding", "connection"}
-            }
             if chunk and request.method == "PUT" and status < 300:
                 self.acked_puts[digest] = len(body)
                 if self.on_put is not None:

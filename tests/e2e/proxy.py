@@ -14,11 +14,42 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import aiohttp
 from aiohttp import web
 
 from wreg.testing.webapps import chunk_digest, start_app
+
+_HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+class Forwarded(NamedTuple):
+    """What the upstream answered a forwarded request, and the body that was sent."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    sent: bytes
+
+
+async def forward(session: aiohttp.ClientSession, upstream: str, request: web.Request) -> Forwarded:
+    """Send ``request`` on to ``upstream`` as it came (no redirects followed), and read
+    the whole answer; hop-by-hop headers are left for the proxy's own response. The
+    one forwarding step of every test proxy (this module, ``faults.py``, the batching
+    tests)."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+    sent = await request.read()
+    async with session.request(
+        request.method,
+        upstream + request.path_qs,
+        headers=headers,
+        data=sent or None,
+        allow_redirects=False,
+    ) as r:
+        payload = await r.read()
+        keep = {k: v for k, v in r.headers.items() if k.lower() not in _HOP_HEADERS}
+        return Forwarded(r.status, payload, keep, sent)
 
 
 class Proxy:
@@ -49,7 +80,6 @@ class Proxy:
         app = web.Application(client_max_size=64 << 20)
 
         async def handle(request: web.Request) -> web.StreamResponse:
-            path = request.path_qs
             batched = request.path.endswith(("/chunks/fetch", "/chunks/upload"))
             if request.method == "POST" and batched and not self.batches:
                 error = {"code": "METHOD_NOT_ALLOWED", "message": "no", "detail": None}
@@ -66,18 +96,8 @@ class Proxy:
                 self.gets[request.path.rsplit("/", 1)[1]] += 1
                 if self.delay:
                     await asyncio.sleep(self.delay)
-            headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-            body = await request.read()
-            async with session.request(
-                request.method, self.upstream + path, headers=headers, data=body or None
-            ) as r:
-                payload = await r.read()
-                keep = {
-                    k: v
-                    for k, v in r.headers.items()
-                    if k.lower() not in {"content-length", "transfer-encoding", "connection"}
-                }
-                return web.Response(status=r.status, body=payload, headers=keep)
+            answer = await forward(session, self.upstream, request)
+            return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
         app.router.add_route("*", "/{tail:.*}", handle)
         runner, port = await start_app(app)

@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.e2e.proxy import forward
 from wreg import Client
 from wreg.core.errors import IntegrityError
 from wreg.testing.servers import RunningServer
@@ -78,21 +79,12 @@ class CountingProxy:
                     status=405,
                     headers={"Allow": "GET, HEAD, PUT"},
                 )
-            headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-            body = await request.read()
-            async with session.request(
-                request.method, self.upstream + request.path_qs, headers=headers, data=body or None
-            ) as r:
-                payload = await r.read()
-                keep = {
-                    k: v
-                    for k, v in r.headers.items()
-                    if k.lower() not in {"content-length", "transfer-encoding", "connection"}
-                }
-            if kind == "fetch" and r.status == 200 and self.corrupt_fetch and payload:
+            answer = await forward(session, self.upstream, request)
+            payload = answer.body
+            if kind == "fetch" and answer.status == 200 and self.corrupt_fetch and payload:
                 self.corrupt_fetch = False
                 payload = payload[:-1] + bytes([payload[-1] ^ 0x01])
-            return web.Response(status=r.status, body=payload, headers=keep)
+            return web.Response(status=answer.status, body=payload, headers=answer.headers)
 
         app.router.add_route("*", "/{tail:.*}", handle)
         runner, port = await start_app(app)
