@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from wreg_server.api import errors, openapi
+from wreg_server.api.hotpath import ChunkDownloads
 from wreg_server.api.middleware import RequestContextMiddleware
 from wreg_server.api.routes import (
     authcheck,
@@ -76,6 +77,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.token_cache = TokenCache(settings.auth_cache_seconds)
     app.state.repository_chunks = RepositoryChunks(settings.auth_cache_seconds)
+    # Chunk downloads the full route would answer are answered first, inside the request
+    # context (ids, logs, metrics, error envelope) and ahead of routing (api/hotpath.py).
+    app.add_middleware(ChunkDownloads)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
     if settings.chunk_namespace == "global":

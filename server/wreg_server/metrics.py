@@ -9,6 +9,9 @@ apps in one process. What is counted, and where:
   missing, plus the raw bytes found present (what pushes did not have to send); uploads
   by result ``new`` / ``present`` with their raw bytes. The dedupe ratio of pushes is
   ``wreg_chunk_bytes_present_total / (that + wreg_chunk_upload_raw_bytes_total{result="new"})``.
+* Chunk downloads the hot path answered (``api/hotpath.py``), by how the body went:
+  ``zerocopy`` (``sendfile``), ``pathsend`` (the ASGI server's own), ``read``; the rest
+  of ``wreg_http_requests`` on the chunk route took the full route.
 * Garbage collection runs in its own process (``wreg-server gc``), so its figures cannot
   live in a server's registry; ``gc_registry`` builds the ``wreg_gc_*`` gauges that
   ``gc --metrics-file`` writes for node_exporter's textfile collector.
@@ -74,6 +77,14 @@ class Metrics:
             "wreg_chunk_upload_raw_bytes",
             "raw bytes of uploaded chunks by result (new, present)",
             ["result"],
+            registry=r,
+        )
+
+        self.downloads = Counter(
+            "wreg_chunk_downloads",
+            "chunk GETs the download hot path answered, by how the body went "
+            "(zerocopy, pathsend, read)",
+            ["path"],
             registry=r,
         )
 

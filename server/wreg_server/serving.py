@@ -40,16 +40,20 @@ import asyncio
 import ipaddress
 import json
 import logging
+import os
 import resource
+import select
 import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
+import anyio
+from anyio import to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from wreg.core.errors import ErrorCode
@@ -59,6 +63,11 @@ from wreg_server.settings import IPNetwork, ServerSettings
 log = logging.getLogger(__name__)
 
 WARN_EVERY: Final = 10.0
+ZEROCOPY: Final = "http.response.zerocopysend"
+# Seconds a sendfile thread waits for a full socket buffer to drain before it hands the
+# wait to the event loop: one thread hop per chunk for clients that keep up, and no
+# thread held by one that does not.
+PATIENCE: Final = 0.2
 FD_RESERVE: Final = 256  # descriptors kept for the index, the object store, files, logs
 
 
@@ -143,6 +152,8 @@ class ConnectionGuard:
     header_timeout: float
     max_per_client: int
     max_open: int
+    # Seconds a zero-copy response may make no progress before its connection is closed.
+    send_timeout: float = 60.0
     trusted: tuple[IPNetwork, ...] = ()
     connections: Counter[str] = field(default_factory=Counter)  # open, per client key
     requests: Counter[str] = field(default_factory=Counter)  # in progress, per forwarded client
@@ -156,6 +167,7 @@ class ConnectionGuard:
             max_per_client=settings.max_client_connections,
             max_open=max_open,
             trusted=settings.trusted_proxy_networks,
+            send_timeout=settings.body_timeout,
         )
 
     def is_trusted(self, host: str) -> bool:
@@ -255,15 +267,26 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._cancel_header_timer()
         self._request_begun = False
+        before = self.cycle
         if self.max_busy is None or len(self.tasks) < self.max_busy:
             super().on_headers_complete()
-            return
-        self.guard.note("requests answered 503: WREG_MAX_CONNECTIONS in progress")
-        app, self.app = self.app, _busy
-        try:
-            super().on_headers_complete()  # queues or starts the request with self.app
-        finally:
-            self.app = app
+        else:
+            self.guard.note("requests answered 503: WREG_MAX_CONNECTIONS in progress")
+            app, self.app = self.app, _busy
+            try:
+                super().on_headers_complete()  # queues or starts the request with self.app
+            finally:
+                self.app = app
+        if self.cycle is not before and self._plain_tcp():
+            _offer_zerocopy(self.cycle, self.guard.send_timeout)
+
+    def _plain_tcp(self) -> bool:
+        """Whether the connection is a plain TCP socket (not TLS), so ``sendfile`` works."""
+        transport = self.transport
+        return (
+            transport.get_extra_info("sslcontext") is None
+            and transport.get_extra_info("socket") is not None
+        )
 
     def on_response_complete(self) -> None:
         next_is_new = not self.pipeline  # else the next request's headers are already in
@@ -288,6 +311,105 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._request_begun:
             self.transport.write(self.guard.timeout_response())
         self.transport.close()
+
+
+def _offer_zerocopy(cycle: RequestResponseCycle, timeout: float) -> None:
+    """Give ``cycle`` the ASGI ``http.response.zerocopysend`` extension (``sendfile``).
+
+    uvicorn does not implement it; the chunk download hot path (``api/hotpath.py``) uses
+    it to send a file from the page cache to the socket without copying it through
+    Python. The response's headers are written by uvicorn as usual (they must declare a
+    ``Content-Length`` covering the file); then, once the transport's buffer has drained,
+    the file goes out with ``os.sendfile`` on a duplicate of the socket's descriptor in a
+    worker thread (the file may not be cached: disk reads stay off the event loop; the
+    duplicate keeps the socket, not some reused descriptor number, the target if the
+    connection closes meanwhile), and the cycle's own bookkeeping ends the response. A
+    client that hangs up ends it as a disconnect; one that takes nothing for ``timeout``
+    seconds has its connection closed.
+    """
+    cycle.scope.setdefault("extensions", {})[ZEROCOPY] = {}
+    plain = cycle.send
+
+    async def send(message: Any) -> None:
+        if message["type"] != ZEROCOPY:
+            await plain(message)
+            return
+        if not cycle.response_started or cycle.response_complete:
+            raise RuntimeError(f"{ZEROCOPY} outside a started response")
+        if cycle.disconnected:
+            return
+        file = message["file"]
+        offset = int(message.get("offset") or 0)
+        count = message.get("count")
+        if count is None:
+            count = os.fstat(file.fileno()).st_size - offset
+        if cycle.chunked_encoding or count > cycle.expected_content_length:
+            raise RuntimeError(f"{ZEROCOPY} needs a Content-Length that covers the file")
+        transport = cycle.transport
+        waited = 0.0
+        while transport.get_write_buffer_size():  # the headers, almost always written at once
+            if cycle.disconnected or waited > timeout:
+                transport.close()
+                return
+            await asyncio.sleep(0.001)
+            waited += 0.001
+        sock = os.dup(transport.get_extra_info("socket").fileno())
+        try:
+            await _send_file(sock, file.fileno(), offset, count, timeout)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            cycle.disconnected = True
+            transport.close()
+            return
+        finally:
+            os.close(sock)
+        cycle.expected_content_length -= count
+        more = bool(message.get("more_body", False))
+        await plain({"type": "http.response.body", "body": b"", "more_body": more})
+
+    setattr(cycle, "send", send)  # noqa: B010 - an instance attribute over the method
+
+
+async def _send_file(sock: int, fd: int, offset: int, count: int, stall: float) -> None:
+    """Send ``count`` bytes of ``fd`` from ``offset`` to the non-blocking socket ``sock``:
+    ``sendfile`` in a worker thread while the socket takes bytes, and a wait for it to
+    become writable on the event loop when it stops (no thread waits long on a client);
+    ``TimeoutError`` once it stays full for ``stall`` seconds."""
+    loop = asyncio.get_running_loop()
+    end = offset + count
+    while offset < end:
+        offset += await to_thread.run_sync(_send_some, sock, fd, offset, end - offset)
+        if offset < end:
+            writable: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(sock, _settle, writable)
+            try:
+                with anyio.fail_after(stall):
+                    await writable
+            finally:
+                loop.remove_writer(sock)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _send_some(sock: int, fd: int, offset: int, count: int) -> int:
+    """``sendfile`` until ``count`` bytes went or the socket took nothing for ``PATIENCE``
+    seconds (a slow client's wait then moves to the event loop); how many went."""
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    sent = 0
+    while sent < count:
+        try:
+            n = os.sendfile(sock, fd, offset + sent, count - sent)
+        except BlockingIOError:
+            if not poller.poll(PATIENCE * 1000):
+                break
+            continue
+        if n == 0:
+            raise RuntimeError("the file ended before its Content-Length")
+        sent += n
+    return sent
 
 
 def protocol_for(guard: ConnectionGuard) -> type[GuardedProtocol]:

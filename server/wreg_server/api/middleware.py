@@ -77,6 +77,8 @@ class RequestContextMiddleware:
                 MutableHeaders(scope=message)[HEADER] = request_id
             elif message["type"] == "http.response.body":
                 bytes_out += len(message.get("body", b""))
+            elif message["type"] == "http.response.zerocopysend":  # api/hotpath.py
+                bytes_out += int(message["count"])
             await send(message)
 
         id_token = request_id_var.set(request_id)

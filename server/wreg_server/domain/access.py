@@ -111,6 +111,12 @@ class RepositoryChunks:
             self.add(name, [digest])
         return hit is not None
 
+    def holds(self, name: str, digest: str) -> bool:
+        """Whether ``name``'s loaded, unexpired set holds ``digest``, without a query (the
+        download hot path's check, ``api/hotpath.py``); False means: ask ``contains``."""
+        entry = self._sets.get(name)
+        return entry is not None and entry[0] >= time.monotonic() and digest in entry[1]
+
     async def lacking(self, session: AsyncSession, name: str, digests: list[str]) -> list[str]:
         """Those of ``digests`` no manifest of ``name`` references (``contains`` for a
         batch: one set lookup each, then one query for the rest, ``dialect.values_of``)."""

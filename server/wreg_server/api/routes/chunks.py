@@ -376,6 +376,10 @@ async def _local_file(
 ) -> Response | None:
     """Serve a file-store object straight from disk, without touching the index.
 
+    Most downloads never get here: ``api/hotpath.py`` answers the common case (a cached
+    token, a loaded digest set) before routing; this is the path for the first read of
+    a repository or token, and what the hot path proves it matches.
+
     Downloads are the hot path: this skips a database round trip. The index is not
     consulted because a digest names its bytes forever and the client verifies them: an
     object whose row is gone (GC in progress, an upload that crashed before its row) is

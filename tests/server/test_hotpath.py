@@ -1,0 +1,184 @@
+"""The chunk download hot path (``api/hotpath.py``) and the zero-copy send (``serving.py``).
+
+The hot path must change no answer: every case it declines goes to the full route, and
+every case it takes must be answered as the full route answers it. Which one answered is
+read from ``wreg_chunk_downloads_total`` (counted only by the hot path).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from tests.server.server_support import Api, Chunk, assert_error, make_settings, running
+from tests.server.test_auth import make_token
+from wreg.testing.procs import free_port
+from wreg_server import serving
+from wreg_server.app import create_app
+from wreg_server.settings import ServerSettings
+
+# 12 MiB of incompressible bytes: more than a socket's send and receive buffers together.
+BIG = Chunk.of(random.Random(11).randbytes(12 << 20))  # noqa: S311 - test data, not secrets
+BIG_LIMITS = {"max_chunk_raw": 16 << 20, "max_chunk_encoded": 17 << 20}
+
+
+def downloads(client: httpx.Client, how: str) -> int:
+    """How many chunk GETs the hot path answered ``how`` (zerocopy, pathsend, read)."""
+    text = client.get("/metrics").text
+    found = re.search(rf'^wreg_chunk_downloads_total\{{path="{how}"\}} (\S+)$', text, re.M)
+    return int(float(found.group(1))) if found else 0
+
+
+def _kept(response: httpx.Response) -> tuple[int, bytes, dict[str, str]]:
+    headers = {k: v for k, v in response.headers.items() if k not in ("x-request-id", "date")}
+    return response.status_code, response.content, headers
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> ServerSettings:
+    return make_settings(tmp_path / "data")
+
+
+def test_the_second_read_takes_the_hot_path_with_the_same_answer(files: ServerSettings) -> None:
+    with running(create_app(files)) as url, Api(url) as api:
+        chunk = Chunk.of(b"hot path weights" * 1000)
+        api.upload(chunk)
+        api.reference(chunk)
+        path = f"{api.chunks()}/{chunk.digest}"
+        first = api.http.get(path)  # the repository's digest set is loaded by this one
+        assert downloads(api.http, "read") == 0
+        second = api.http.get(path)
+        assert downloads(api.http, "read") == 1
+        assert _kept(first) == _kept(second)
+        assert second.content == chunk.encoded
+        assert second.headers["x-request-id"]
+        # What the hot path declines goes to the full route, answered as before.
+        assert api.http.get(path, headers={"If-None-Match": f'"{chunk.digest}"'}).status_code == 304
+        never = Chunk.of(b"not referenced by any manifest")
+        api.upload(never)  # stored, but readable through no repository
+        assert_error(api.http.get(f"{api.chunks()}/{never.digest}"), 404, "CHUNK_UNKNOWN")
+        elsewhere = api.http.get(f"{api.chunks('other/repo')}/{chunk.digest}")
+        assert_error(elsewhere, 404, "CHUNK_UNKNOWN")
+        assert api.http.head(path).status_code == 200
+        assert downloads(api.http, "read") == 1
+        metrics = api.http.get("/metrics").text
+        route = 'route="/v1/repositories/{name:path}/chunks/{digest}",status="200"'
+        assert re.search(rf'wreg_http_requests_total\{{method="GET",{route}\}} 2\.0', metrics)
+
+
+def test_tokens_and_scopes_hold_on_the_hot_path(files: ServerSettings) -> None:
+    settings = files.model_copy(update={"auth": "on"})
+    with running(create_app(settings)) as url:
+        admin = make_token(settings, "admin", "admin:*")
+        reader = make_token(settings, "reader", "pull:team-a/*")
+        other = make_token(settings, "other", "pull:team-b/*")
+        with Api(url, "team-a/m") as api:
+            api.http.headers["Authorization"] = f"Bearer {admin}"
+            chunk = Chunk.of(b"team a's weights" * 100)
+            api.upload(chunk)
+            api.reference(chunk)
+            path = f"{api.chunks()}/{chunk.digest}"
+            assert api.http.get(path).content == chunk.encoded  # loads the digest set
+
+            def get(token: str | None) -> httpx.Response:
+                headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+                return api.http.get(path, headers={"Authorization": "", **headers})
+
+            before = downloads(api.http, "read")
+            assert get(reader).content == chunk.encoded  # token not cached yet: full route
+            assert get(reader).content == chunk.encoded  # cached: hot path
+            assert downloads(api.http, "read") == before + 1
+            for _ in range(2):
+                assert_error(get(other), 403, "DENIED")
+                assert_error(get("wreg_not_a_token"), 401, "UNAUTHORIZED")
+                assert_error(api.http.get(path, headers={"Authorization": ""}), 401, "UNAUTHORIZED")
+            api.http.delete("/v1/tokens/reader").raise_for_status()
+            assert_error(get(reader), 401, "UNAUTHORIZED")  # revoked here: at once
+            assert downloads(api.http, "read") == before + 1
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Api]]:
+    """The app under ``wreg-server serve``'s own protocol (zero-copy send), 1 s stall limit."""
+    settings = make_settings(tmp_path / "data", **BIG_LIMITS)
+    guard = serving.ConnectionGuard(
+        header_timeout=10, max_per_client=64, max_open=1024, send_timeout=1.0
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=free_port(),
+        http=serving.protocol_for(guard),
+        log_level="warning",
+        log_config=None,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    url = f"http://127.0.0.1:{config.port}"
+    try:
+        with Api(url) as api:
+            api.upload(BIG)
+            api.reference(BIG)
+            yield url, api
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_zero_copy_sends_whole_chunks_on_one_connection(served: tuple[str, Api]) -> None:
+    _url, api = served
+    path = f"{api.chunks()}/{BIG.digest}"
+    for _ in range(4):  # keep-alive: each response must end exactly where it should
+        r = api.http.get(path)
+        assert r.status_code == 200
+        assert r.content == BIG.encoded
+        assert r.headers["content-length"] == str(len(BIG.encoded))
+    assert downloads(api.http, "zerocopy") == 3
+    assert api.http.get("/healthz").status_code == 200  # the connection is still in order
+
+
+def _request(url: str, path: str, rcvbuf: int = 0) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(10)
+    sock.connect((host, int(port)))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return sock
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_others_are_served(
+    served: tuple[str, Api],
+) -> None:
+    url, api = served
+    path = f"{api.chunks()}/{BIG.digest}"
+    api.http.get(path).raise_for_status()  # the digest set is loaded: the next is hot
+    stalled = _request(url, path, rcvbuf=4096)
+    time.sleep(0.5)
+    assert api.http.get(path).content == BIG.encoded  # served meanwhile
+    time.sleep(2.0)  # past the 1 s stall limit
+    received = 0
+    with stalled:
+        while piece := stalled.recv(1 << 20):
+            received += len(piece)
+    assert 0 < received < len(BIG.encoded)  # cut off: the connection ended early
+    gone = _request(url, path)
+    gone.recv(1000)
+    gone.close()  # hangs up mid-body
+    assert api.http.get(path).content == BIG.encoded
