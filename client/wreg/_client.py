@@ -11,24 +11,25 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wreg import _pull, _push
-from wreg._cache import NodeCache, SharingSetting, acquire, opened_cache
 from wreg._config import ClientSettings
-from wreg._http import Registry
 from wreg._progress import NoProgress, Progress
-from wreg._results import (
-    CacheListing,
-    PruneResult,
-    PullResult,
-    PushResult,
-    VerifyResult,
-    WarmResult,
-)
 from wreg.core.errors import WregError
 from wreg.core.reference import Reference, validate_name
 
+# The modules that do the work load on first use: ``import wreg`` / ``wreg --help`` and a
+# settings error need none of them, and each command loads only its own (issue 11).
 if TYPE_CHECKING:
+    from wreg._cache import NodeCache, SharingSetting
     from wreg._cache_ops import LinkMode
+    from wreg._http import Registry
+    from wreg._results import (
+        CacheListing,
+        PruneResult,
+        PullResult,
+        PushResult,
+        VerifyResult,
+        WarmResult,
+    )
 
 
 class Client:
@@ -44,7 +45,7 @@ class Client:
         offline: bool | None = None,
         inflight_bytes: int | None = None,
     ) -> None:
-        settings = ClientSettings()
+        settings = ClientSettings.from_env()
         self.url = (url or settings.url).rstrip("/")
         # Precedence: the argument (--token), WREG_TOKEN, then what `wreg login` stored.
         self.token = token if token is not None else settings.token
@@ -61,9 +62,13 @@ class Client:
         self.cache_trusted = settings.trusted_uids
 
     def _cache(self) -> contextlib.AbstractContextManager[NodeCache]:
+        from wreg._cache import opened_cache
+
         return opened_cache(self.cache_dir, self.cache_shared, self.cache_trusted)
 
     def _registry(self) -> Registry:
+        from wreg._http import Registry
+
         return Registry(self.url, self.token, self.concurrency, self.timeout)
 
     def _executor(self) -> ThreadPoolExecutor:
@@ -97,6 +102,8 @@ class Client:
         progress: Progress | None = None,
         follow_symlinks: bool = False,
     ) -> PushResult:
+        from wreg import _push
+
         root = Path(path)
         parsed = Reference.parse(ref) if ref else _push.default_reference(root)
         with self._executor() as executor, self._cache() as cache:
@@ -175,6 +182,8 @@ class Client:
         force: bool = False,
         link: LinkMode = "hardlink",
     ) -> PullResult:
+        from wreg import _pull
+
         parsed = Reference.parse(ref)
         if isinstance(max_total, str):
             from wreg import _cache_ops
@@ -280,6 +289,9 @@ class Client:
         does not stop the others: each gets a ``WarmResult`` (``ok`` false, ``error`` set),
         passed to ``on_result`` as soon as it is done.
         """
+        from wreg._cache import acquire
+        from wreg._results import WarmResult
+
         results: list[WarmResult] = []
         with self._cache() as cache:
             lock = cache.warm_lock()

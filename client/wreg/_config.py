@@ -1,14 +1,31 @@
-"""Client settings, read once from the environment (``WREG_*``)."""
+"""Client settings, read once from the environment (``WREG_*``).
+
+A plain dataclass: pydantic-settings cost ~70 ms of imports on every ``wreg`` command
+(issue 11), for nine variables. ``ClientSettings.from_env()`` reads them as
+pydantic-settings did: names case-insensitively (``WREG_URL`` wins over ``wreg_url``),
+values with the same parsing (integers may be written ``2.0`` or ``1_000``, booleans as
+``1/0``, ``true/false``, ``yes/no``, ``on/off``, ``t/f``, ``y/n`` in any case) and the same
+bounds. A bad value raises ``SettingsError``: one line naming the variable.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
-
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Any, Final, Literal, get_args
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+PREFIX: Final = "WREG_"
+
+Sharing = Literal["auto", "group", "private"]
+
+
+class SettingsError(ValueError):
+    """A ``WREG_*`` setting that does not parse or is out of range; its message is one
+    line naming the variable (a ``ValueError``, as pydantic's ``ValidationError`` was)."""
 
 
 def parse_uids(text: str) -> list[int]:
@@ -17,33 +34,134 @@ def parse_uids(text: str) -> list[int]:
     return [int(u) for u in text.replace(",", " ").split()]
 
 
-class ClientSettings(BaseSettings):
+def variable(name: str) -> str:
+    """The environment variable of setting ``name``: ``concurrency`` -> ``WREG_CONCURRENCY``."""
+    return PREFIX + name.upper()
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# pydantic's lax int from a string: ASCII digits, optional sign, single underscores
+# between digits, surrounding whitespace, and a zero fraction ("2.0").
+_INT: Final = re.compile(r"\s*([+-]?[0-9](?:_?[0-9])*)(?:\.0*)?\s*", re.ASCII)
+_TRUE: Final = frozenset({"1", "on", "t", "true", "y", "yes"})
+_FALSE: Final = frozenset({"0", "off", "f", "false", "n", "no"})
+
+
+def _int(name: str, raw: str) -> int:
+    match = _INT.fullmatch(raw)
+    if match is None:
+        raise SettingsError(f"{variable(name)}={_shown(raw)} is not an integer")
+    return int(match[1])
+
+
+def _float(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{variable(name)}={_shown(raw)} is not a number") from None
+
+
+def _bool(name: str, raw: str) -> bool:
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise SettingsError(
+        f"{variable(name)}={_shown(raw)} is not a boolean (use 1/0, true/false, yes/no, on/off)"
+    )
+
+
+def _path(name: str, raw: str) -> Path:
+    return Path(raw)
+
+
+def _str(name: str, raw: str) -> str:
+    return raw
+
+
+_PARSERS: Final[dict[str, Callable[[str, str], Any]]] = {
+    "url": _str,
+    "token": _str,
+    "cache": _path,
+    "concurrency": _int,
+    "timeout": _float,
+    "inflight_bytes": _int,
+    "offline": _bool,
+    "cache_shared": _str,
+    "cache_trusted_uids": _str,
+}
+
+
+def _default_cache() -> Path:
+    return Path.home() / ".cache" / "wreg"
+
+
+@dataclass(frozen=True)
+class ClientSettings:
     """``WREG_URL``, ``WREG_TOKEN``, ``WREG_CACHE``, ``WREG_CONCURRENCY``, ``WREG_TIMEOUT``,
     ``WREG_INFLIGHT_BYTES``, ``WREG_OFFLINE``, ``WREG_CACHE_SHARED``,
-    ``WREG_CACHE_TRUSTED_UIDS``."""
-
-    model_config = SettingsConfigDict(env_prefix="WREG_", extra="ignore")
+    ``WREG_CACHE_TRUSTED_UIDS``. Built directly, it holds the defaults (and checks what
+    it is given); ``from_env()`` reads the environment."""
 
     url: str = DEFAULT_URL
     token: str | None = None
-    cache: Path = Field(default_factory=lambda: Path.home() / ".cache" / "wreg")
-    concurrency: int = Field(default=16, ge=1, le=256)
-    timeout: float = Field(default=60.0, gt=0)
+    cache: Path = field(default_factory=_default_cache)
+    concurrency: int = 16  # 1..256
+    timeout: float = 60.0  # seconds, > 0
     # Chunk bytes a push or pull holds in memory at once (buffers allocated once, reused).
-    inflight_bytes: int = Field(default=128 << 20, ge=8 << 20)
+    inflight_bytes: int = 128 << 20  # >= 8 MiB
     # Resolve tags from the node cache's refs/ and never contact the registry.
     offline: bool = False
     # private: the cache is this user's; group: shared by its group (see wreg._cache);
     # auto: group if the cache root exists group-writable and setgid.
-    cache_shared: Literal["auto", "group", "private"] = "auto"
+    cache_shared: Sharing = "auto"
     # Uids besides yours and root's whose read-only blobs a pull uses without re-hashing.
     cache_trusted_uids: str = ""
 
-    @field_validator("cache_trusted_uids")
+    def __post_init__(self) -> None:
+        if not 1 <= self.concurrency <= 256:
+            raise SettingsError(
+                f"{variable('concurrency')}={self.concurrency} is out of range (1 to 256)"
+            )
+        if not self.timeout > 0:  # also refuses nan
+            raise SettingsError(
+                f"{variable('timeout')}={self.timeout:g} is out of range (seconds, above 0)"
+            )
+        if self.inflight_bytes < 8 << 20:
+            raise SettingsError(
+                f"{variable('inflight_bytes')}={self.inflight_bytes} is out of range "
+                f"(at least {8 << 20}, 8 MiB)"
+            )
+        if self.cache_shared not in get_args(Sharing):
+            raise SettingsError(
+                f"{variable('cache_shared')}={_shown(self.cache_shared)} is not one of "
+                "'auto', 'group', 'private'"
+            )
+        try:
+            parse_uids(self.cache_trusted_uids)
+        except ValueError:
+            raise SettingsError(
+                f"{variable('cache_trusted_uids')}={_shown(self.cache_trusted_uids)} is not "
+                "a list of numeric uids (e.g. 1001,1002)"
+            ) from None
+
     @classmethod
-    def _uids(cls, value: str) -> str:
-        parse_uids(value)  # raises ValueError: "comma-separated numeric uids"
-        return value
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ClientSettings:
+        """The settings ``environ`` (default ``os.environ``) sets; the rest default."""
+        found: dict[str, str] = {}
+        for key, raw in (os.environ if environ is None else environ).items():
+            if key[: len(PREFIX)].upper() == PREFIX:
+                name = key[len(PREFIX) :].lower()
+                if key.isupper() or name not in found:  # WREG_URL wins over wreg_url
+                    found[name] = raw
+        values = {
+            f.name: _PARSERS[f.name](f.name, found[f.name]) for f in fields(cls) if f.name in found
+        }
+        return cls(**values)
 
     @property
     def trusted_uids(self) -> list[int]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import tomllib
@@ -42,7 +43,7 @@ def server_variables() -> set[str]:
 
 
 def client_variables() -> set[str]:
-    return {f"WREG_{name.upper()}" for name in ClientSettings.model_fields}
+    return {f"WREG_{f.name.upper()}" for f in dataclasses.fields(ClientSettings)}
 
 
 def test_services_healthchecks_and_volumes(compose: dict[str, Any]) -> None:

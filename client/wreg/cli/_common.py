@@ -1,10 +1,10 @@
 """Shared pieces of the CLI: the typer app, common options, error mapping, progress.
 
-One place (``errors``) turns every ``WregError`` into a one-line message and a non-zero
-exit code; nothing reaches the user as a traceback. Text that may come from a server (its
-error messages, names it lists) passes through ``terminal_safe`` before it is printed, so a
-hostile registry cannot clear the screen, rewrite a line with ``\r`` or reorder it with
-bidi controls.
+One place (``errors``) turns every ``WregError`` (and a bad ``WREG_*`` setting,
+``SettingsError``) into a one-line message and a non-zero exit code; nothing reaches the
+user as a traceback. Text that may come from a server (its error messages, names it
+lists) passes through ``terminal_safe`` before it is printed, so a hostile registry cannot
+clear the screen, rewrite a line with ``\r`` or reorder it with bidi controls.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from wreg._config import SettingsError
 from wreg.core.errors import WregError
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def _fail(message: str) -> None:
 def errors() -> Iterator[None]:
     try:
         yield
-    except WregError as exc:
+    except (WregError, SettingsError) as exc:
         _fail(f"error: {exc}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:

@@ -71,7 +71,7 @@ def logout(url: UrlOpt = None) -> None:
     from wreg._config import ClientSettings
     from wreg._credentials import remove_token
 
-    target = (url or ClientSettings().url).rstrip("/")
     with errors():
+        target = (url or ClientSettings.from_env().url).rstrip("/")
         removed = remove_token(target)
     typer.echo(f"logged out of {target}" if removed else f"no token stored for {target}")
