@@ -1,28 +1,49 @@
-"""Transfer engine and node cache, side by side with curl, cp and casync.
+"""Transfer engine and node cache, side by side with curl, cp and casync (issue 11, item 7).
 
-Generates (once, cached under ``.cache/testdata/bench-transfer-<MiB>``) a model of about
-``--size-gib`` from the real all-MiniLM-L6-v2 weights: ``--shards`` fp32 safetensors
-shards whose tensors are the real ones, tiled, each copy with its low mantissa byte
-re-randomised so no chunk repeats (the exponent planes, what the codec compresses, stay
-real), plus the model's config and tokenizer files; and a fine-tune of it (the tensors of
-two encoder layers in the last shard perturbed). Then starts ``wreg-server`` (embedded
-default: SQLite + files) and ``nginx`` (serving the same files and a casync store) on
-127.0.0.1 and measures, each ``--runs`` times from the same state (outputs removed, then
-``--idle`` seconds of idle so freed memory is equally cold), the median wall time of:
+Generates (once, cached under ``.cache/testdata/bench-transfer-v2-<MiB>-<shards>``) a model
+of about ``--size-gib`` from the real all-MiniLM-L6-v2 weights: ``--shards`` (12) fp32
+safetensors shards whose tensors are the real ones, tiled, each copy with its low mantissa
+byte re-randomised so no chunk repeats (the exponent planes, what the codec compresses,
+stay real; a shard holds at least one copy of the 90.9 MB, so 12 shards are at least
+1.09 GB), plus the model's config and tokenizer files; and a fine-tune of it (the
+tensors of two encoder layers in the last shard perturbed). Then starts, on 127.0.0.1, two
+``wreg-server`` (embedded default: SQLite + files), one with auth off and one with
+``WREG_AUTH=on`` (pulled with a ``pull:bench/*`` token in ``WREG_TOKEN``), ``nginx``
+serving the raw files and a casync store, and a second ``nginx`` in front of the auth-off
+registry that serves its chunk files with ``sendfile`` and proxies the rest.
 
-- cold pull ``wreg pull REF -o DIR`` (empty node cache) vs ``curl --parallel`` of the raw
-  files from nginx, ``cp -r`` of them, and ``casync extract`` from nginx;
-- cold push ``wreg push`` (empty registry, empty stat cache) vs ``casync make``;
-- warm pull (everything cached; ``-o`` into a new directory) and re-push of the unchanged
-  directory, minus the start-up of ``wreg --help``;
-- pull of the fine-tune with the base cached (bytes on the wire vs changed bytes);
-- peak RSS of the client (``/usr/bin/time -v``) and of the server (``VmHWM``, reset before
-  each pull through ``/proc/PID/clear_refs``).
+``--runs`` interleaved rounds each measure every row once (round 1: all rows, round 2:
+all rows, ...), each from the state it needs (outputs removed, a fresh registry data
+directory for cold push, an empty node cache for cold pull, one just filled by an
+unmeasured pull of the model for warm pull and the fine-tune: a blob whose ctime moved,
+as a hardlinked ``-o`` file's removal moves it, is re-hashed, so no cache is reused
+across rounds), after ``--idle`` seconds of idle so freed memory is equally cold. The rows:
 
-    .venv/bin/python bench/transfer.py [--size-gib 1] [--runs 3] [--idle 5] [--write]
+- cold push ``wreg push`` (fresh registry, empty stat cache) vs ``casync make``;
+- start-up: ``wreg --help``, and the imports a warm pull needs
+  (``python -c "import wreg.cli, wreg._client"``);
+- re-push of the unchanged directory;
+- cold pull ``wreg pull REF -o DIR`` (empty node cache) from ``wreg-server`` with auth
+  off, with auth on, and through the nginx front; through the front again with
+  ``WREG_CONCURRENCY=1`` and ``=2`` (fetch-thread scaling: one thread per transfer);
+- the baselines ``curl --parallel --parallel-max 8`` of the raw files from nginx,
+  ``cp -r`` of them, and ``casync extract`` from nginx;
+- warm pull (everything cached; ``-o`` into a new directory);
+- pull of the fine-tune with the base cached (bytes on the wire vs changed bytes).
 
-Needs ``nginx`` (Debian ``nginx-light``), ``casync`` and ``/usr/bin/time`` (``time``):
-``apt-get install nginx-light casync time``.
+Every row reports the median wall time with its min-max spread; client CPU seconds per
+GB of the model (user + system of the command's process tree: ``getrusage`` of the
+reaped children around it); server CPU seconds per GB (``utime + stime`` in
+``/proc/PID/stat`` of the server that answers, its children included: ``wreg-server``, or
+nginx's master and workers for curl and casync; the front rows count both); client peak
+RSS (``/usr/bin/time -v``) and server peak RSS (``VmHWM``, reset before each command
+through ``/proc/PID/clear_refs``). "Against the targets" compares rows of the same run;
+ratios of two rows are taken per round, with their spread across rounds.
+
+    .venv/bin/python bench/transfer.py [--size-gib 1] [--shards 12] [--runs 3] [--idle 5] [--write]
+
+Needs ``nginx`` (Debian ``nginx-light``), ``casync``, ``curl`` and ``/usr/bin/time``
+(``time``): ``apt-get install nginx-light casync time curl``.
 """
 
 from __future__ import annotations
@@ -30,6 +51,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -37,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,11 +68,13 @@ import numpy as np
 from results import bench_parser, machine, update_results
 from wreg.testing import realdata
 from wreg.testing.procs import free_port, stop_process, wait_for_http
-from wreg.testing.servers import RunningServer, start_server
+from wreg.testing.servers import RunningServer, run_wreg_server, start_server
 
 BIN = Path(sys.executable).parent
 WREG = str(BIN / "wreg")
+PYTHON = str(BIN / "python")
 ROOT = Path(__file__).resolve().parent.parent
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------- the model
@@ -121,27 +146,44 @@ def tree_size(root: Path) -> int:
 # --------------------------------------------------------------------------- services
 
 
-def pids(server: RunningServer) -> list[int]:
-    """The server's process and its children (uvicorn workers)."""
-    out = subprocess.run(  # noqa: S603 - pgrep (procps) on our own server's pid
-        ["pgrep", "-P", str(server.process.pid)],  # noqa: S607 - from PATH, like nginx, curl
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (uvicorn workers, nginx workers)."""
+    out = subprocess.run(  # noqa: S603 - pgrep (procps) on our own process's pid
+        ["pgrep", "-P", str(pid)],  # noqa: S607 - from PATH, like nginx, curl
         capture_output=True,
         text=True,
         check=False,
     ).stdout.split()
-    return [server.process.pid, *map(int, out)]
+    return [pid, *(p for child in map(int, out) for p in tree(child))]
 
 
-def reset_peak(server: RunningServer) -> None:
-    """Restart the server's peak RSS (``VmHWM``) count from its current RSS."""
-    for pid in pids(server):
+def pids(roots: Sequence[int]) -> list[int]:
+    return [p for root in roots for p in tree(root)]
+
+
+def cpu_seconds(roots: Sequence[int]) -> float:
+    """User + system CPU of the processes under ``roots`` (and their reaped children)."""
+    ticks = 0
+    for pid in pids(roots):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:  # exited since pgrep saw it
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 onwards
+        ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return ticks / TICK
+
+
+def reset_peak(roots: Sequence[int]) -> None:
+    """Restart the peak RSS (``VmHWM``) count of the processes from their current RSS."""
+    for pid in pids(roots):
         Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-def peak_kb(server: RunningServer) -> int:
-    """The server's peak RSS in KB since the last ``reset_peak``, children included."""
+def peak_kb(roots: Sequence[int]) -> int:
+    """Peak RSS in KB since the last ``reset_peak``, summed over the processes."""
     peak = 0
-    for pid in pids(server):
+    for pid in pids(roots):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 peak += int(line.split()[1])
@@ -189,21 +231,19 @@ http {{
 
 
 @dataclass
-class Row:
-    name: str
-    seconds: list[float] = field(default_factory=list)
-    client_kb: list[int] = field(default_factory=list)
-    server_kb: list[int] = field(default_factory=list)
-    note: str = ""
+class Sample:
+    """One command's wall seconds, its process tree's CPU seconds and peak RSS (KB)."""
 
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
+    wall: float
+    cpu: float
+    rss_kb: int
+    stdout: str
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS in KB, stdout) of one command under /usr/bin/time -v."""
+def measured(cmd: list[str], env: dict[str, str] | None = None) -> Sample:
+    """Run ``cmd`` under /usr/bin/time -v: wall, CPU of the tree (children reaped), RSS."""
     with tempfile.NamedTemporaryFile("r") as report:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         out = subprocess.run(  # noqa: S603 - /usr/bin/time around the bench's own commands
             ["/usr/bin/time", "-v", "-o", report.name, *cmd],
@@ -213,32 +253,70 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int
             check=False,
         )
         wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if out.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr[-2000:]}")
         rss = 0
         for line in report.read().splitlines():
             if "Maximum resident set size" in line:
                 rss = int(line.rsplit(":", 1)[1])
-    return wall, rss, out.stdout
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return Sample(wall, cpu, rss, out.stdout)
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
+    """(wall seconds, peak RSS in KB, stdout) of one command under /usr/bin/time -v."""
+    s = measured(cmd, env)
+    return s.wall, s.rss_kb, s.stdout
+
+
+@dataclass
+class Row:
+    name: str
+    seconds: list[float] = field(default_factory=list)
+    client_cpu: list[float] = field(default_factory=list)
+    server_cpu: list[float] = field(default_factory=list)  # empty: no server answers
+    client_kb: list[int] = field(default_factory=list)
+    server_kb: list[int] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
 
 
 def clean(*paths: Path) -> None:
+    """Remove the paths. Only directories are made writable first: a file may be a
+    hardlink of a cache blob, whose mode and ctime the cache checks."""
     for p in paths:
         if p.is_dir() and not p.is_symlink():
-            subprocess.run(["chmod", "-R", "u+w", str(p)], check=False)  # noqa: S603,S607 - chmod from PATH, on the bench's own temp dir
+            subprocess.run(  # noqa: S603 - find from PATH, on the bench's own temp dir
+                ["find", str(p), "-type", "d", "-exec", "chmod", "u+w", "{}", "+"],  # noqa: S607
+                check=False,
+            )
             shutil.rmtree(p)
-        elif p.exists():
+        elif p.exists() or p.is_symlink():
             p.unlink()
+
+
+def create_token(server: RunningServer, name: str, scope: str) -> str:
+    done = run_wreg_server(
+        "token", "create", name, "--scope", scope, "--json", "--data", str(server.data)
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"wreg-server token create failed: {done.stderr}")
+    token: str = json.loads(done.stdout)["token"]
+    return token
 
 
 def main() -> int:
     parser = bench_parser(__doc__)
     parser.add_argument("--size-gib", type=float, default=1.0)
-    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--shards", type=int, default=12)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--idle", type=float, default=5.0)
     args = parser.parse_args()
-    for tool in ("nginx", "casync", "/usr/bin/time", "curl"):
+    for tool in ("nginx", "casync", "/usr/bin/time", "curl", "pgrep"):
         if shutil.which(tool) is None:
             print(f"missing {tool}: apt-get install nginx-light casync time curl", file=sys.stderr)
             return 2
@@ -248,167 +326,194 @@ def main() -> int:
     files = sorted(p.relative_to(model) for p in model.rglob("*") if p.is_file())
     print(f"model: {model} ({size / 1e9:.2f} GB, {len(files)} files)", flush=True)
     work = Path(tempfile.mkdtemp(prefix="wreg-bench-", dir=ROOT / ".cache"))
-    site = work / "site"
-    site.mkdir()
-    os.symlink(model, site / "model")
-    store = site / "store"
     rows: dict[str, Row] = {}
     servers: list[RunningServer] = []
-    nginx, ng_url = start_nginx(site, work)
-    nginx_fronts: list[subprocess.Popen[bytes]] = []
-    base_env = dict(os.environ)
+    nginxes: list[subprocess.Popen[bytes]] = []
+    # No WREG_* setting of the caller's (a token, a fetch-thread count) leaks into a row.
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("WREG_")}
+    base_env["XDG_CONFIG_HOME"] = str(work / "config")  # no stored credentials either
+    out_dir = work / "out"
 
-    def idle() -> None:
+    def env(url: str, cache: Path, **extra: str) -> dict[str, str]:
+        return base_env | {"WREG_URL": url, "WREG_CACHE": str(cache)} | extra
+
+    def measure(
+        name: str, cmd: list[str], env: dict[str, str] | None = None, serving: Sequence[int] = ()
+    ) -> Sample:
         time.sleep(args.idle)
-
-    def env(server: RunningServer, cache: Path) -> dict[str, str]:
-        return base_env | {"WREG_URL": server.url, "WREG_CACHE": str(cache)}
-
-    def record(name: str, wall: float, rss: int = 0, server_kb: int = 0) -> None:
+        reset_peak(serving)
+        server_cpu = cpu_seconds(serving)
+        s = measured(cmd, env)
+        server_cpu = cpu_seconds(serving) - server_cpu
         row = rows.setdefault(name, Row(name))
-        row.seconds.append(wall)
-        if rss:
-            row.client_kb.append(rss)
-        if server_kb:
-            row.server_kb.append(server_kb)
-        print(f"  {name:<28} {wall:7.3f} s  client {rss / 1024:6.0f} MB", flush=True)
+        row.seconds.append(s.wall)
+        row.client_cpu.append(s.cpu)
+        row.client_kb.append(s.rss_kb)
+        if serving:
+            row.server_cpu.append(server_cpu)
+            row.server_kb.append(peak_kb(serving))
+        print(
+            f"  {name:<44} {s.wall:7.3f} s  client {s.cpu:6.2f} CPU-s {s.rss_kb / 1024:5.0f} MB"
+            + (f"  server {server_cpu:6.2f} CPU-s" if serving else ""),
+            flush=True,
+        )
+        return s
+
+    def setup(cmd: list[str], env: dict[str, str]) -> None:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)  # noqa: S603 - this venv's wreg, on the bench's generated model
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr[-2000:]}")
 
     try:
-        # -- cold push: a fresh registry and an empty stat cache each time ------------
-        server: RunningServer | None = None
-        for i in range(args.runs):
-            if server is not None:
-                server.stop()
-            server = start_server(work / f"data{i}")
-            servers.append(server)
-            clean(work / "push-cache")
-            idle()
-            reset_peak(server)
-            wall, rss, _ = timed(
-                [WREG, "push", str(model), "bench/model@v1"], env(server, work / "push-cache")
-            )
-            record("cold push: wreg push", wall, rss, peak_kb(server))
-        assert server is not None
-        for _ in range(args.runs):
-            clean(store, work / "model.caidx")
-            idle()
-            wall, rss, _ = timed(
-                ["casync", "make", f"--store={store}", str(work / "model.caidx"), str(model)]
-            )
-            record("cold push: casync make", wall, rss)
-        shutil.copy(work / "model.caidx", site / "model.caidx")
-        subprocess.run(  # noqa: S603 - this venv's wreg, on the bench's generated model
-            [WREG, "push", str(tuned), "bench/model@ft"],
-            env=env(server, work / "push-cache"),
-            check=True,
-            capture_output=True,
+        # -- the state the rows share ---------------------------------------------
+        site = work / "site"
+        site.mkdir()
+        os.symlink(model, site / "model")
+        store, caidx = site / "store", site / "model.caidx"
+        nginx, ng_url = start_nginx(site, work)
+        nginxes.append(nginx)
+        # The auth-off registry: re-push, the cold pulls, warm pull, fine-tune.
+        main_srv = start_server(work / "data")
+        servers.append(main_srv)
+        push_cache = work / "push-cache"  # the stat cache re-push runs with
+        setup([WREG, "push", str(model), "bench/model@v1"], env(main_srv.url, push_cache))
+        setup([WREG, "push", str(tuned), "bench/model@ft"], env(main_srv.url, push_cache))
+        # The auth-on registry, holding the same model.
+        auth_srv = start_server(work / "auth-data", {"WREG_AUTH": "on"})
+        servers.append(auth_srv)
+        pusher = create_token(auth_srv, "bench-push", "push:bench/*")
+        reader = create_token(auth_srv, "bench-pull", "pull:bench/*")
+        setup(
+            [WREG, "push", str(model), "bench/model@v1"],
+            env(auth_srv.url, work / "auth-push-cache", WREG_TOKEN=pusher),
         )
-        # -- start-up and re-push of the unchanged directory --------------------------
-        for _ in range(args.runs):
-            idle()
-            wall, _rss, _ = timed([WREG, "--help"])
-            record("wreg --help", wall)
-        for _ in range(args.runs):
-            idle()
-            wall, rss, out = timed(
-                [WREG, "push", str(model), "bench/model@v1", "--json"],
-                env(server, work / "push-cache"),
-            )
-            record("re-push unchanged", wall, rss)
-            got = json.loads(out)
-            rows[
-                "re-push unchanged"
-            ].note = f"hashed {got['bytes_hashed']} B, sent {got['bytes_sent']} B"
-        # -- cold pulls and the baselines ---------------------------------------------
-        # The same registry with nginx in front: chunk GETs served from the filesystem
+        # The auth-off registry with nginx in front: chunk GETs served from the file
         # store with sendfile (the X-Accel-Redirect idea), the rest proxied.
-        objects = work / f"data{args.runs - 1}" / "objects" / "chunks"
+        objects = main_srv.data / "objects" / "chunks"
         front_conf = (
             '        location ~ "^/v1/repositories/.+/chunks/'
             'blake3:([0-9a-f]{2})([0-9a-f]{62})$" {\n'
             "            limit_except GET HEAD { deny all; }\n"
             f"            alias {objects}/$1/$1$2;\n"
             "        }\n"
-            f"        location / {{ proxy_pass {server.url}; client_max_body_size 64m; }}"
+            f"        location / {{ proxy_pass {main_srv.url}; client_max_body_size 64m; }}"
         )
         front, front_url = start_nginx(site, work, "front", front_conf)
-        nginx_fronts.append(front)
-        out_dir, cache = work / "out", work / "pull-cache"
-        for label, url in (("wreg-server", server.url), ("nginx front", front_url)):
-            for _ in range(args.runs):
-                clean(out_dir, cache)
-                idle()
-                reset_peak(server)
-                wall, rss, _ = timed(
-                    [WREG, "pull", "bench/model@v1", "-o", str(out_dir)],
-                    env(server, cache) | {"WREG_URL": url},
-                )
-                record(f"cold pull: wreg pull ({label})", wall, rss, peak_kb(server))
-        curl = ["curl", "--parallel", "--parallel-max", "16", "-sS", "--fail", "--create-dirs"]
+        nginxes.append(front)
+        curl = ["curl", "--parallel", "--parallel-max", "8", "-sS", "--fail", "--create-dirs"]
         for f in files:
             curl += ["-o", str(out_dir / f), f"{ng_url}/model/{f}"]
-        for _ in range(args.runs):
-            clean(out_dir)
-            idle()
-            wall, rss, _ = timed(curl)
-            record("cold pull: curl --parallel", wall, rss)
-        for _ in range(args.runs):
-            clean(out_dir)
-            idle()
-            wall, rss, _ = timed(["cp", "-r", str(model), str(out_dir)])
-            record("cold pull: cp -r", wall, rss)
-        for _ in range(args.runs):
-            clean(out_dir)
-            idle()
-            wall, rss, _ = timed(
-                [
-                    "casync",
-                    "extract",
-                    f"--store={ng_url}/store/",
-                    f"{ng_url}/model.caidx",
-                    str(out_dir),
-                ]
-            )
-            record("cold pull: casync extract", wall, rss)
-        # -- warm pull: everything cached, -o into a new directory --------------------
-        subprocess.run(  # noqa: S603 - this venv's wreg, on the bench's generated model
-            [WREG, "pull", "bench/model@v1"],
-            env=env(server, cache),
-            check=True,
-            capture_output=True,
-        )
-        for _ in range(args.runs):
-            clean(out_dir)
-            idle()
-            wall, rss, _ = timed(
-                [WREG, "pull", "bench/model@v1", "-o", str(out_dir)], env(server, cache)
-            )
-            record("warm pull", wall, rss)
-        # -- fine-tune with the base cached -------------------------------------------
         changed = changed_bytes(model, tuned)
-        for _ in range(args.runs):
-            trial = work / "ft-cache"
-            clean(trial, out_dir)
-            subprocess.run(["cp", "-al", str(cache), str(trial)], check=True)  # noqa: S603,S607 - cp from PATH, between the bench's own temp dirs
-            for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
-                if (trial / name).exists():
-                    (trial / name).unlink()
-                    shutil.copyfile(cache / name, trial / name)
-            idle()
-            wall, rss, out = timed(
-                [WREG, "pull", "bench/model@ft", "-o", str(out_dir), "--json"], env(server, trial)
+
+        # -- the rows, in the order of the table ----------------------------------
+        def cold_push() -> None:
+            data, cache = work / "cold-push-data", work / "cold-push-cache"
+            clean(data, cache)
+            srv = start_server(data)
+            try:
+                cmd = [WREG, "push", str(model), "bench/model@v1"]
+                measure("cold push: wreg push", cmd, env(srv.url, cache), [srv.process.pid])
+            finally:
+                srv.stop()
+            clean(data, cache)
+
+        def casync_make() -> None:
+            clean(store, caidx)
+            cmd = ["casync", "make", f"--store={store}", str(caidx), str(model)]
+            measure("cold push: casync make", cmd)
+
+        def help_() -> None:
+            measure("wreg --help", [WREG, "--help"])
+
+        def imports() -> None:
+            measure("warm pull imports", [PYTHON, "-c", "import wreg.cli, wreg._client"])
+
+        def repush() -> None:
+            cmd = [WREG, "push", str(model), "bench/model@v1", "--json"]
+            s = measure(
+                "re-push unchanged", cmd, env(main_srv.url, push_cache), [main_srv.process.pid]
             )
-            record("fine-tune pull, base cached", wall, rss)
-            got = json.loads(out)
-            rows["fine-tune pull, base cached"].note = (
+            got = json.loads(s.stdout)
+            rows[
+                "re-push unchanged"
+            ].note = f"hashed {got['bytes_hashed']} B, sent {got['bytes_sent']} B"
+
+        def cold_pull(
+            name: str, srv: RunningServer, url: str, via: Sequence[int] = (), **extra: str
+        ) -> Callable[[], None]:
+            def run() -> None:
+                cache = work / "pull-cache"
+                clean(out_dir, cache)
+                cmd = [WREG, "pull", "bench/model@v1", "-o", str(out_dir)]
+                measure(name, cmd, env(url, cache, **extra), [srv.process.pid, *via])
+
+            return run
+
+        def curl_() -> None:
+            clean(out_dir)
+            measure("cold pull: curl --parallel 8", curl, serving=[nginx.pid])
+
+        def cp() -> None:
+            clean(out_dir)
+            measure(CP, ["cp", "-r", str(model), str(out_dir)])
+
+        def casync_extract() -> None:
+            clean(out_dir)
+            cmd = ["casync", "extract", f"--store={ng_url}/store/", f"{ng_url}/model.caidx"]
+            measure("cold pull: casync extract", [*cmd, str(out_dir)], serving=[nginx.pid])
+
+        def base_cache(cache: Path) -> Path:
+            """A node cache just filled with the model (an unmeasured pull via the front).
+            Made afresh each round: a hardlinked ``-o`` file, its removal or ``cp -al``
+            each move a blob's ctime, after which the cache re-hashes the blob."""
+            clean(cache)
+            setup([WREG, "pull", "bench/model@v1"], env(front_url, cache))
+            return cache
+
+        def warm_pull() -> None:
+            cache = base_cache(work / "warm-cache")
+            clean(out_dir)
+            cmd = [WREG, "pull", "bench/model@v1", "-o", str(out_dir)]
+            measure("warm pull", cmd, env(main_srv.url, cache), [main_srv.process.pid])
+
+        def finetune() -> None:
+            trial = base_cache(work / "ft-cache")
+            clean(out_dir)
+            cmd = [WREG, "pull", "bench/model@ft", "-o", str(out_dir), "--json"]
+            name = "fine-tune pull, base cached"
+            s = measure(name, cmd, env(main_srv.url, trial), [main_srv.process.pid])
+            got = json.loads(s.stdout)
+            rows[name].note = (
                 f"downloaded {got['bytes_downloaded'] / 1e6:.1f} MB on the wire for "
                 f"{changed / 1e6:.1f} MB of changed tensors; "
                 f"{got['bytes_from_cache'] / 1e6:.0f} MB from the cache"
             )
+
+        cases = [
+            cold_push,
+            casync_make,
+            help_,
+            imports,
+            repush,
+            cold_pull(PULL, main_srv, main_srv.url),
+            cold_pull(PULL_AUTH, auth_srv, auth_srv.url, WREG_TOKEN=reader),
+            cold_pull(PULL_FRONT, main_srv, front_url, [front.pid]),
+            cold_pull(PULL_1, main_srv, front_url, [front.pid], WREG_CONCURRENCY="1"),
+            cold_pull(PULL_2, main_srv, front_url, [front.pid], WREG_CONCURRENCY="2"),
+            curl_,
+            cp,
+            casync_extract,
+            warm_pull,
+            finetune,
+        ]
+        for r in range(args.runs):
+            print(f"round {r + 1} of {args.runs}", flush=True)
+            for case in cases:
+                case()
     finally:
         for s in servers:
             s.stop()
-        for proc in (nginx, *nginx_fronts):
+        for proc in nginxes:
             stop_process(proc, 10, signal.SIGQUIT)  # nginx's graceful shutdown
         clean(work)
 
@@ -420,54 +525,97 @@ def main() -> int:
     return 0
 
 
-def render(rows: dict[str, Row], size: int, nfiles: int, args: argparse.Namespace) -> str:
-    startup = rows["wreg --help"].median
+PULL = "cold pull: wreg pull (wreg-server)"
+PULL_AUTH = "cold pull: wreg pull (wreg-server, auth on)"
+PULL_FRONT = "cold pull: wreg pull (nginx front)"
+PULL_1 = "cold pull: 1 fetch thread (nginx front)"
+PULL_2 = "cold pull: 2 fetch threads (nginx front)"
+CURL = "cold pull: curl --parallel 8"
+CP = "cold pull: cp -r"
+# The rows that are not a wreg command's (for the client peak RSS target).
+BASELINES = (CURL, CP, "cold pull: casync extract", "cold push: casync make", "warm pull imports")
 
-    def gbps(row: Row) -> str:
-        return f"{size / row.median / 1e9:.2f}"
+
+def spread(values: Sequence[float], fmt: str = ".3f") -> str:
+    """Median (min-max)."""
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
+def render(rows: dict[str, Row], size: int, nfiles: int, args: argparse.Namespace) -> str:
+    gb = size / 1e9
+
+    def per_gb(values: list[float]) -> float:
+        return statistics.median(values) / gb
+
+    def cpu(values: list[float]) -> str:
+        return f"{per_gb(values):.2f}" if values else "-"
 
     def mb(values: list[int]) -> str:
         return f"{max(values) / 1024:.0f}" if values else "-"
 
+    def ratio(a: str, b: str) -> str:
+        """Row a's wall / row b's, per round: median (min-max) across rounds."""
+        return spread([x / y for x, y in zip(rows[a].seconds, rows[b].seconds, strict=True)], ".2f")
+
     lines = [
-        f"Machine: {machine()}. Model: {size / 1e9:.2f} GB in {nfiles} files ({args.shards} "
-        f"fp32 safetensors shards tiled from the real weights). Median of {args.runs} runs, "
-        f"{args.idle:g} s idle before each; all on 127.0.0.1.",
+        f"Machine: {machine()}. Model: {gb:.2f} GB in {nfiles} files ({args.shards} fp32 "
+        f"safetensors shards tiled from the real weights). Median of {args.runs} interleaved "
+        f"rounds (min-max in brackets), {args.idle:g} s idle before each command; all on "
+        "127.0.0.1. CPU is user + system seconds per GB of the model: the client's process "
+        "tree; the server's process and children (nginx master + workers for curl and "
+        "casync; nginx front + wreg-server for the front rows).",
         "",
-        "| measurement | median s | GB/s | min-max s | client peak RSS MB | server peak RSS MB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| measurement | wall s | GB/s | client CPU s/GB | server CPU s/GB "
+        "| client peak RSS MB | server peak RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows.values():
         lines.append(
-            f"| {row.name} | {row.median:.3f} | {gbps(row)} | "
-            f"{min(row.seconds):.3f}-{max(row.seconds):.3f} | {mb(row.client_kb)} | "
+            f"| {row.name} | {spread(row.seconds)} | {gb / row.median:.2f} | "
+            f"{cpu(row.client_cpu)} | {cpu(row.server_cpu)} | {mb(row.client_kb)} | "
             f"{mb(row.server_kb)} |"
         )
-    cold = rows["cold pull: wreg pull (wreg-server)"].median
-    front = rows["cold pull: wreg pull (nginx front)"].median
-    push = rows["cold push: wreg push"].median
+    startup = rows["wreg --help"].median
+    cold, push = rows[PULL].median, rows["cold push: wreg push"].median
     warm = rows["warm pull"].median - startup
     repush = rows["re-push unchanged"].median - startup
+    curl_cpu = per_gb(rows[CURL].client_cpu)
+    pull_cpu = per_gb(rows[PULL].client_cpu)
+    push_server = per_gb(rows["cold push: wreg push"].server_cpu)
+    wreg_rss = [kb for name, row in rows.items() if name not in BASELINES for kb in row.client_kb]
     lines += [
         "",
-        f"Against the targets (start-up of `wreg --help` {startup:.3f} s subtracted where marked):",
+        f"Against the targets (start-up of `wreg --help` {startup:.3f} s subtracted where "
+        "marked; ratios per round, median (min-max)):",
         "",
-        f"- cold pull from wreg-server vs `curl --parallel`: "
-        f"{rows['cold pull: curl --parallel'].median / cold:.2f}x its speed; vs `cp -r`: "
-        f"{rows['cold pull: cp -r'].median / cold:.2f}x (targets ≥ 1.0x and ≥ 0.9x)",
-        f"- cold pull through the nginx front vs `curl --parallel`: "
-        f"{rows['cold pull: curl --parallel'].median / front:.2f}x; vs `cp -r`: "
-        f"{rows['cold pull: cp -r'].median / front:.2f}x",
-        f"- cold push vs `casync make`: {rows['cold push: casync make'].median / push:.2f}x "
-        "faster (target ≥ 5x)",
+        f"- cold pull wall vs `curl --parallel 8` (curl's wall / wreg's): wreg-server "
+        f"{ratio(CURL, PULL)}, auth on {ratio(CURL, PULL_AUTH)}, nginx front "
+        f"{ratio(CURL, PULL_FRONT)}; vs `cp -r`: {ratio(CP, PULL)}",
+        f"- client CPU of `wreg pull` minus curl's: {pull_cpu:.2f} - {curl_cpu:.2f} = "
+        f"{pull_cpu - curl_cpu:.2f} s/GB (target ≤ 1.2); nginx front "
+        f"{per_gb(rows[PULL_FRONT].client_cpu) - curl_cpu:.2f}",
+        f"- server CPU per GB served: auth off {per_gb(rows[PULL].server_cpu):.2f}, auth on "
+        f"{per_gb(rows[PULL_AUTH].server_cpu):.2f} s/GB (target ≤ 0.5); nginx front + "
+        f"wreg-server {per_gb(rows[PULL_FRONT].server_cpu):.2f}, nginx for curl "
+        f"{per_gb(rows[CURL].server_cpu):.2f}",
+        f"- cold push client CPU: {per_gb(rows['cold push: wreg push'].client_cpu):.2f} s/GB "
+        "(target ≤ 1.5)",
+        f"- cold push server CPU: {push_server:.2f} s/GB vs curl's pull client CPU + 1.0 = "
+        f"{curl_cpu + 1.0:.2f} s/GB (target ≤)",
+        f"- cold push vs `casync make` (casync's wall / wreg's): "
+        f"{ratio('cold push: casync make', 'cold push: wreg push')} (target ≥ 3x)",
         f"- warm pull minus start-up: {warm:.3f} s = {100 * warm / cold:.1f} % of cold pull "
         "(target ≤ 5 %)",
-        f"- re-push unchanged minus start-up: {repush:.3f} s = {100 * repush / push:.1f} % of cold "
-        f"push (target ≤ 5 %); {rows['re-push unchanged'].note}",
+        f"- re-push unchanged minus start-up: {repush:.3f} s = {100 * repush / push:.1f} % of "
+        f"cold push (target ≤ 5 %); {rows['re-push unchanged'].note}",
+        f"- start-up: `wreg --help` {spread(rows['wreg --help'].seconds)} s, warm-pull imports "
+        f"{spread(rows['warm pull imports'].seconds)} s (target ≤ 0.15 s)",
+        f"- fetch workers, 1 vs 2 (1's wall / 2's, nginx front): {ratio(PULL_1, PULL_2)} "
+        "(target ≥ 1.7x)",
         f"- fine-tune pull: {rows['fine-tune pull, base cached'].note}",
-        f"- client peak RSS: pull {mb(rows['cold pull: wreg pull (wreg-server)'].client_kb)} MB, "
-        "push "
-        f"{mb(rows['cold push: wreg push'].client_kb)} MB (target ≤ 300 MB)",
+        f"- client peak RSS: pull {mb(rows[PULL].client_kb)} MB, push "
+        f"{mb(rows['cold push: wreg push'].client_kb)} MB, largest of the wreg rows "
+        f"{mb(wreg_rss)} MB (target ≤ 300 MB)",
     ]
     return "\n".join(lines)
 
