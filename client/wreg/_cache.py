@@ -18,10 +18,17 @@ create are never chmodded.
 
 Trust: a cached file is only what its name says once checked. A blob is used as is only
 if it is a read-only regular file owned by the caller, root or a uid of
-``WREG_CACHE_TRUSTED_UIDS``, and its size, mtime, ctime and inode are those recorded when
-it was committed (``blob_stats``: an edit through a hardlinked ``-o`` file changes
-them, and ctime cannot be set back without root); any other blob is re-hashed first, and
-one that fails is removed (or, if it cannot be, refused: ``CACHE_UNTRUSTED``). A
+``WREG_CACHE_TRUSTED_UIDS``, and its size, mtime, ctime and inode are those recorded
+(``blob_stats``: an edit through a hardlinked ``-o`` file changes them, and ctime cannot
+be set back without root); any other blob is re-hashed first, and one that fails is
+removed (or, if it cannot be, refused: ``CACHE_UNTRUSTED``). A stat is recorded when the
+blob is committed, when a re-hash finds it intact (the ``fstat`` of the descriptor just
+hashed, unchanged by the read and still the inode at the blob's name), and when this
+process adds or removes a hard link to a trusted blob (``note_link``: a link moves
+ctime, so ``-o DIR`` would otherwise cost a re-hash on every later pull); only such a
+link's own change is taken: the same inode, size, mtime, mode and owner, exactly one
+link more or fewer. A link made or removed by anyone else (``rm -r`` of an ``-o DIR``,
+``cp -al``) costs one re-hash. A
 manifest must hash to its file name; a ref must be owned by a trusted uid; the chunk
 index may only name byte ranges inside a regular file under ``blobs/``, and a chunk
 seeded from an untrusted blob is hashed before it is written.
@@ -324,14 +331,17 @@ class NodeCache:
         if st is None or st.st_size != entry.size:
             return False
         file_hex = hex_of(entry.digest)
+        if not self.blob_trusted(source_hex, st):
+            return False
         try:
             os.link(first.blob, self.layout.blob(file_hex), follow_symlinks=False)
         except FileExistsError:
             return self.has_blob(entry)
         except OSError:  # another member's inode (protected_hardlinks), another device
             return False
-        for name in (source_hex, file_hex):  # the link moved the inode's ctime
-            self.record_blob(name)
+        linked = self.note_link(source_hex, st, 1)  # the link moved the inode's ctime
+        if linked is not None:  # else the new name has no record: re-hashed before use
+            self.record_blob(file_hex, linked)
         self.index_chunks(entry)
         return True
 
@@ -368,18 +378,30 @@ class NodeCache:
         """Re-hash ``blobs/<hex>`` against its name (``content_matches``: chunk by chunk
         for a schema-2 identity, whose chunk list comes from ``entry`` or the index); a
         match is remembered (in the index if the blob is trusted otherwise, so the next
-        pull reads it no more)."""
+        pull reads it no more).
+
+        What is remembered is the ``fstat`` of the descriptor that was hashed, taken
+        before the read, and only if the read changed nothing (the same stat after it)
+        and the name still names that inode: never a stat of bytes nobody checked."""
         path = self.layout.blob(file_hex)
         chunks = self.blob_chunks(file_hex, entry)
         try:
             fd = os.open(path, _READ_FLAGS)
         except OSError:
             return False
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or not content_matches(fd, file_hex, chunks):
-            return False
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or not content_matches(os.dup(fd), file_hex, chunks):
+                return False
+            hashed = os.fstat(fd)
+        finally:
+            os.close(fd)
         after = self.blob_stat(file_hex)
-        if after is None or BlobStat.of(after) != BlobStat.of(st):  # changed as we read
+        if (
+            after is None
+            or (after.st_dev, after.st_ino) != (st.st_dev, st.st_ino)
+            or not BlobStat.of(after) == BlobStat.of(hashed) == BlobStat.of(st)
+        ):  # changed as we read, or another file is there now
             return False
         self._verified[file_hex] = BlobStat.of(st)
         if st.st_uid in self.trusted and not st.st_mode & 0o222:
@@ -403,6 +425,48 @@ class NodeCache:
             "INSERT OR REPLACE INTO blob_stats VALUES (?, ?, ?, ?, ?)",
             (file_hex, *BlobStat.of(st)),
         )
+
+    def note_link(
+        self, file_hex: str, before: os.stat_result, delta: Literal[1, -1]
+    ) -> os.stat_result | None:
+        """After this process added (``delta`` 1) or removed (-1) one hard link to the
+        blob, whose ``lstat`` just before was ``before``: record the stat the link left
+        it with (a link moves ctime), and return it.
+
+        Only trust is carried over, never created: ``before`` must have been trusted
+        (``blob_trusted``), and the blob must now be the same inode with the same size,
+        mtime, mode and owner, exactly ``delta`` links more and a ctime no earlier. Any
+        other change (a write, another process linking it meanwhile) records nothing
+        (None): the blob is re-hashed before its next use, as for any outside change.
+        """
+        if not self.blob_trusted(file_hex, before):
+            return None
+        st = self.blob_stat(file_hex)
+        if st is None:
+            return None
+        keep = ("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_mode", "st_uid", "st_gid")
+        if (
+            any(getattr(st, k) != getattr(before, k) for k in keep)
+            or st.st_nlink != before.st_nlink + delta
+            or st.st_ctime_ns < before.st_ctime_ns
+        ):
+            return None
+        self.record_blob(file_hex, st)
+        return st
+
+    def linked_blob(self, st: os.stat_result) -> tuple[str, os.stat_result] | None:
+        """The blob (name and ``lstat``) whose inode ``st`` (a file outside the cache)
+        is, if any: one the index records under that inode and the same device."""
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink < 2:
+            return None
+        rows = self._db.execute("SELECT blob FROM blob_stats WHERE inode = ?", (st.st_ino,))
+        for (file_hex,) in rows.fetchall():
+            if not isinstance(file_hex, str) or not is_hex(file_hex):  # a damaged index
+                continue
+            blob = self.blob_stat(file_hex)
+            if blob is not None and (blob.st_dev, blob.st_ino) == (st.st_dev, st.st_ino):
+                return file_hex, blob
+        return None
 
     def discard_blob(self, file_hex: str, st: os.stat_result, why: str) -> None:
         """Remove a blob that failed its check; refuse if it cannot be removed."""

@@ -210,6 +210,9 @@ def materialize(
     u+w``) writes into the cache, which notices (the blob's stat changed) and re-hashes
     before using it again. A blob that is not trusted (``NodeCache.blob_trusted``:
     another user's, say) is never linked: it is copied and hashed as it is copied.
+    Each link this makes, and each link to a blob it removes (``force`` replacing a
+    hardlinked file of another version), is recorded (``NodeCache.note_link``): the
+    link count moved the blob's ctime, which would otherwise cost a re-hash next time.
 
     Nothing is written outside ``dest``: each directory below it is opened relative to
     its parent with ``O_NOFOLLOW`` and each file is created and renamed relative to its
@@ -234,25 +237,53 @@ def materialize(
             file_hex = hex_of(entry.digest)
             st = cache.blob_stat(file_hex)
             trusted = st is not None and cache.blob_trusted(file_hex, st)
-            _place(cache.blob_path(entry.digest), fd, parts[-1], entry, link if trusted else None)
+            _place(cache, file_hex, st, fd, parts[-1], entry, link if trusted else None)
     finally:
         dirs.close()
 
 
-def _place(blob: Path, fd: int, name: str, entry: FileEntry, link: LinkMode | None) -> None:
-    """Write ``name`` (under ``fd``) from ``blob`` by ``link``; ``None``: an untrusted
-    blob, copied and hashed as it is copied."""
+def _place(
+    cache: NodeCache,
+    file_hex: str,
+    st: os.stat_result | None,
+    fd: int,
+    name: str,
+    entry: FileEntry,
+    link: LinkMode | None,
+) -> None:
+    """Write ``name`` (under ``fd``) from ``blobs/<file_hex>`` (whose ``lstat`` was
+    ``st``) by ``link``; ``None``: an untrusted blob, copied and hashed as it is copied.
+    A hard link made, or one to another blob replaced, is recorded (``note_link``)."""
+    blob = cache.layout.blob(file_hex)
     staging = f".{name}.wreg-{uuid.uuid4().hex[:8]}"
+    linked = False
     try:
         if link == "symlink":
             os.symlink(blob, staging, dir_fd=fd)
-        elif not (link == "hardlink" and _hardlink(blob, fd, staging, entry)):
+        elif link == "hardlink" and _hardlink(blob, fd, staging, entry):
+            linked = True
+        else:
             _copy(blob, fd, staging, entry, reflink=link == "reflink", check=link is None)
+        replaced = _linked_blob(cache, fd, name)
         os.rename(staging, name, src_dir_fd=fd, dst_dir_fd=fd)
     except BaseException:  # e.g. a full disk mid-copy: leave no staging file behind
         with contextlib.suppress(FileNotFoundError):
             os.unlink(staging, dir_fd=fd)
         raise
+    if linked and st is not None:
+        cache.note_link(file_hex, st, 1)
+    if replaced is not None:
+        cache.note_link(*replaced, -1)
+
+
+def _linked_blob(cache: NodeCache, fd: int, name: str) -> tuple[str, os.stat_result] | None:
+    """The blob that the file at ``name`` (under ``fd``) about to be replaced is a hard
+    link of, if any, with the blob's ``lstat``."""
+    try:
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return cache.linked_blob(st)
 
 
 def _hardlink(blob: Path, fd: int, staging: str, entry: FileEntry) -> bool:

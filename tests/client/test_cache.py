@@ -74,3 +74,61 @@ def test_refs_and_manifests_are_written(tmp_path: Path) -> None:
     assert (tmp_path / "refs" / "team" / "m" / "v1").read_text() == digest
     assert (tmp_path / "manifests" / f"{digest.split(':')[1]}.json").read_bytes() == b"{}"
     cache.close()
+
+
+def test_materialize_records_the_links_it_makes_and_removes(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path / "cache")
+    a, b = os.urandom(1000), os.urandom(1000)
+    # Two paths with the same content: one blob, linked twice in one -o.
+    v1 = Manifest.build([_entry("w.bin", a), _entry("copy/w.bin", a), _entry("x.bin", b)])
+    for f, data in ((v1.files[0], a), (v1.files[2], b)):
+        _commit(cache, f, data)
+    blob_a, blob_b = (cache.blob_path(f.digest) for f in (v1.files[0], v1.files[2]))
+    for n in range(2):
+        out = tmp_path / f"out{n}"
+        materialize(cache, v1, out)
+        for path, blob in (("w.bin", blob_a), ("copy/w.bin", blob_a), ("x.bin", blob_b)):
+            assert (out / path).stat().st_ino == blob.stat().st_ino  # linked, never copied
+        # Each link moved the blob's ctime; each was recorded: still trusted, unread.
+        assert cache.blob_trusted(blob_a.name, blob_a.stat())
+        assert cache.blob_trusted(blob_b.name, blob_b.stat())
+    assert blob_a.stat().st_nlink == 5
+    # --force over out0 with other content at x.bin: the link to blob_b is removed.
+    c = os.urandom(1000)
+    v2 = Manifest.build([_entry("x.bin", c)])
+    _commit(cache, v2.files[0], c)
+    materialize(cache, v2, tmp_path / "out0", force=True)
+    assert (tmp_path / "out0" / "x.bin").read_bytes() == c
+    assert blob_b.stat().st_nlink == 2
+    assert cache.blob_trusted(blob_b.name, blob_b.stat())
+    cache.close()
+
+
+def test_note_link_carries_trust_only_across_exactly_its_own_link(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path / "cache")
+    data = os.urandom(1000)
+    entry = _entry("w.bin", data)
+    blob = _commit(cache, entry, data)
+    before = blob.stat()
+    os.link(blob, tmp_path / "one")
+    os.link(blob, tmp_path / "two")  # someone else's link meanwhile: two more, not one
+    assert cache.note_link(blob.name, before, 1) is None
+    assert not cache.blob_trusted(blob.name, blob.stat())
+    assert cache.has_blob(entry)  # re-hashed, found intact: recorded again
+    assert cache.blob_trusted(blob.name, blob.stat())
+
+    before = blob.stat()
+    blob.chmod(0o644)
+    with open(blob, "r+b") as f:  # an edit (mtime moves) around our own link
+        f.write(b"\0" * 10)
+    blob.chmod(0o444)
+    os.link(blob, tmp_path / "three")
+    assert cache.note_link(blob.name, before, 1) is None
+    assert not cache.blob_trusted(blob.name, blob.stat())
+    # Nor is trust created: a stat that was not trusted before the link stays so.
+    stale = blob.stat()
+    (tmp_path / "three").unlink()
+    assert cache.note_link(blob.name, stale, -1) is None
+    assert not cache.has_blob(entry)  # the edit is caught, the blob removed
+    assert not blob.exists()
+    cache.close()

@@ -1,6 +1,8 @@
 """Node cache trust against a real server, with real processes of two users: a group
 cache whose other member plants blobs, manifests, refs and chunk-index rows; edits
-through a hardlinked ``-o`` file; ``pull --link``; ``cache verify`` naming files.
+through a hardlinked ``-o`` file; ``pull --link``; ``cache verify`` naming files; how
+often blobs are re-hashed when their link count moves (``-o DIR``, ``rm -r``, ``cp -al``),
+seen by the kernel (inotify ``IN_ACCESS`` on each blob's inode).
 
 The second user is created here with ``useradd`` (CI runs as root); the pulls run as
 root, the other member's writes as that user (plain ``sh`` with its uid and gid: the
@@ -9,10 +11,13 @@ venv's interpreter may sit under a home only root can enter).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import shutil
 import sqlite3
+import struct
 import subprocess
 import tempfile
 import uuid
@@ -311,3 +316,151 @@ def test_pull_link_modes(
         assert out.returncode == 0, out.stderr
     out = wreg("pull", "nc/trust@v1", "-o", str(tmp_path / "x"), "--link", "bogus", env=env)
     assert out.returncode == 2
+
+
+_IN_ACCESS, _IN_Q_OVERFLOW, _IN_NONBLOCK, _IN_CLOEXEC = 0x1, 0x4000, 0o4000, 0o2000000
+
+
+def _pull_reading(
+    cache: Path, *args: str, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], int]:
+    """``wreg ARGS...`` and the bytes of the cached blobs it read (re-hashed, as a pull
+    -o with hardlinks reads a blob for nothing else): each blob there is watched by
+    inode (``IN_ACCESS``, through any of its names) while the command runs."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    try:
+        sizes = {}
+        for blob in (cache / "blobs").iterdir():
+            wd = libc.inotify_add_watch(fd, str(blob).encode(), _IN_ACCESS)
+            assert wd >= 0, os.strerror(ctypes.get_errno())
+            sizes[wd] = blob.stat().st_size
+        out = wreg(*args, env=env)
+        read: set[int] = set()
+        while True:
+            try:
+                events = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                break
+            at = 0
+            while at < len(events):
+                wd, mask, _cookie, name_len = struct.unpack_from("iIII", events, at)
+                assert not mask & _IN_Q_OVERFLOW, "inotify queue overflowed"
+                if mask & _IN_ACCESS:
+                    read.add(wd)
+                at += 16 + name_len
+    finally:
+        os.close(fd)
+    return out, sum(sizes[wd] for wd in read)
+
+
+def _blob_bytes(manifest: Manifest) -> int:
+    return sum({f.digest: f.size for f in manifest.files}.values())
+
+
+def test_a_second_pull_into_another_dir_rehashes_nothing(
+    server: RunningServer, pushed: dict[str, Manifest], tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    env = _env(server, cache)
+    assert wreg("pull", "nc/trust@v1", "-o", str(tmp_path / "a"), env=env).returncode == 0
+    for name in ("b", "c"):  # each -o links every blob once more
+        out, rehashed = _pull_reading(
+            cache, "pull", "nc/trust@v1", "-o", str(tmp_path / name), "--json", env=env
+        )
+        assert out.returncode == 0, out.stderr
+        assert rehashed == 0, f"pull -o {name} re-hashed {rehashed} bytes"
+        assert json.loads(out.stdout)["bytes_downloaded"] == 0
+        assert_same_tree(base_model(), tmp_path / name)
+        weights = cache / "blobs" / _weights(pushed["v1"])[7:]
+        assert (tmp_path / name / "model.safetensors").stat().st_ino == weights.stat().st_ino
+
+
+def test_links_made_or_removed_by_others_cost_one_rehash(
+    server: RunningServer, pushed: dict[str, Manifest], tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    env = _env(server, cache)
+    first = tmp_path / "first"
+    assert wreg("pull", "nc/trust@v1", "-o", str(first), env=env).returncode == 0
+    everything = _blob_bytes(pushed["v1"])
+
+    def remove_first() -> None:  # the user removes an -o DIR
+        shutil.rmtree(first)
+
+    def copy_with_links() -> None:  # the user copies one, as hardlinks
+        cp = shutil.which("cp")
+        assert cp is not None
+        subprocess.run([cp, "-al", str(tmp_path / "o0"), str(tmp_path / "copy")], check=True)  # noqa: S603
+
+    for n, outside in enumerate((remove_first, copy_with_links)):
+        outside()
+        out, rehashed = _pull_reading(
+            cache, "pull", "nc/trust@v1", "-o", str(tmp_path / f"o{n}"), env=env
+        )
+        assert out.returncode == 0, out.stderr
+        assert rehashed == everything  # each blob's ctime moved: each re-hashed, once
+        out, rehashed = _pull_reading(
+            cache, "pull", "nc/trust@v1", "-o", str(tmp_path / f"again{n}"), env=env
+        )
+        assert out.returncode == 0, out.stderr
+        assert rehashed == 0, f"the pull after that re-hashed {rehashed} bytes"
+        assert_same_tree(base_model(), tmp_path / f"again{n}")
+
+
+def test_force_replacing_a_hardlinked_file_keeps_the_old_blob_trusted(
+    server: RunningServer, pushed: dict[str, Manifest], tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    env = _env(server, cache)
+    work = tmp_path / "work"
+    assert wreg("pull", "nc/trust@v1", "-o", str(work), env=env).returncode == 0
+    # The fine-tune over it: its weights replace the link to v1's weights blob.
+    out = wreg("pull", "nc/trust@ft", "-o", str(work), "--force", env=env)
+    assert out.returncode == 0, out.stderr
+    assert_same_tree(variant("finetune"), work)
+    out, rehashed = _pull_reading(cache, "pull", "nc/trust@v1", "-o", str(tmp_path / "v1"), env=env)
+    assert out.returncode == 0, out.stderr
+    assert rehashed == 0, f"pull -o after --force re-hashed {rehashed} bytes"
+    assert_same_tree(base_model(), tmp_path / "v1")
+
+
+def test_an_edit_keeping_size_and_mtime_is_caught_after_links_are_recorded(
+    server: RunningServer, pushed: dict[str, Manifest], tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    env = _env(server, cache)
+    for name in ("a", "b"):  # the second -o re-records each blob's stat after linking
+        assert wreg("pull", "nc/trust@v1", "-o", str(tmp_path / name), env=env).returncode == 0
+    weights = _weights(pushed["v1"])
+    blob = cache / "blobs" / weights[7:]
+    edited = tmp_path / "b" / "model.safetensors"
+    before = edited.stat()
+    with open(edited, "r+b") as f:  # root may write a 0444 file: through the hardlink
+        f.seek(8192)
+        flipped = bytes(x ^ 0xFF for x in f.read(16))
+        f.seek(8192)
+        f.write(flipped)
+    os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))  # size, mtime as before
+    now = blob.stat()
+    assert (now.st_size, now.st_mtime_ns, now.st_ino) == (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    )
+    assert blob.read_bytes() != (base_model() / "model.safetensors").read_bytes()
+
+    out = wreg("pull", "nc/trust@v1", "-o", str(tmp_path / "c"), "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["bytes_downloaded"] > 0  # the weights, fetched again
+    assert_same_tree(base_model(), tmp_path / "c")
+    assert blob.stat().st_ino != before.st_ino  # a new blob, not the edited inode
+    assert blob.read_bytes() == (base_model() / "model.safetensors").read_bytes()
+    # Repaired, and trusted as such: the next pull reads nothing.
+    out, rehashed = _pull_reading(
+        cache, "pull", "nc/trust@v1", "-o", str(tmp_path / "d"), "--json", env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert rehashed == 0, f"the pull after the repair re-hashed {rehashed} bytes"
+    assert json.loads(out.stdout)["bytes_downloaded"] == 0
