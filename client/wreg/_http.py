@@ -1,10 +1,13 @@
-"""Talking to the registry: httpx for small control calls, aiohttp for chunk bodies.
+"""Talking to the registry: httpx for control calls, threads for chunk downloads.
 
-aiohttp streams large bodies ~3x faster than httpx here, so chunk GET/PUT use it; the
-few JSON calls per push or pull use httpx. Every failure is mapped in one place to the
-``wreg.core.errors`` hierarchy, carrying the server's code, message and request id.
-Transient failures (connection errors, 429, 5xx) are retried with backoff; permanent
-ones (4xx, digest mismatch) never are.
+Chunk downloads, the pull's data path, are blocking ``http.client`` reads straight into
+reused buffers in fetch threads (``ChunkReader``): the socket reads run outside the GIL,
+so they scale with cores, and cost the least CPU per GB of the engines measured
+(``bench/http_engines.py``: aiohttp, pycurl, obstore, threads); so are batched
+downloads. Uploads use aiohttp; the few JSON calls per push or pull use httpx. Every
+failure is mapped in one place to the ``wreg.core.errors`` hierarchy, carrying the
+server's code, message and request id. Transient failures (connection errors, 429,
+5xx) are retried with backoff; permanent ones (4xx, digest mismatch) never are.
 
 Small chunks travel in batches (``fetch_chunks_into``, ``put_chunks``: many chunks per
 request, framed as ``wreg.core.batch`` says), since for them per-request overhead, not
@@ -16,12 +19,19 @@ to one request per chunk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import http.client
 import json
+import os
 import random
 import re
+import socket
+import ssl
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -231,60 +241,73 @@ class Registry:
 
         return url.origin() == URL(self.url).origin()
 
-    def _download_error(self, digest: str, r: aiohttp.ClientResponse, body: bytes) -> WregError:
+    def _is_registry_origin(self, url: str) -> bool:
+        return _origin(url) == _origin(self.url)
+
+    def _download_error(
+        self,
+        digest: str,
+        status: int,
+        body: bytes,
+        headers: Mapping[str, str],
+        redirected_to: str | None,
+        first_request_id: str | None,
+    ) -> WregError:
         """The error for a failed chunk download; raises ``_Retryable`` when worth a retry.
 
-        The registry may have redirected the download to a presigned object-store URL (S3
-        with ``WREG_S3_REDIRECT``). aiohttp follows the redirect and, the store being
-        another origin, does not send it our ``Authorization`` header. The store answers
-        S3 XML errors, not ours, so they are mapped here: 404 means the registry's index
-        and store disagree (permanent); 403 usually an expired URL, so another attempt
-        (a fresh redirect, a fresh signature) may succeed; 429 and 5xx are transient.
+        The registry may have redirected the download (``redirected_to``) to a presigned
+        object-store URL (S3 with ``WREG_S3_REDIRECT``), which is fetched without our
+        ``Authorization`` header (another origin). The store answers S3 XML errors, not
+        ours, so they are mapped here: 404 means the registry's index and store disagree
+        (permanent); 403 usually an expired URL, so another attempt (a fresh redirect, a
+        fresh signature) may succeed; 429 and 5xx are transient.
         """
-        if not r.history or self._is_registry(r.url):
-            return http_error(
-                r.status, body, r.headers.get("x-request-id"), f"download of {digest}"
-            )
+        if redirected_to is None or self._is_registry_origin(redirected_to):
+            return http_error(status, body, headers.get("x-request-id"), f"download of {digest}")
         text = body[:4096].decode("utf-8", "replace")
         code_match, message_match = _S3_CODE.search(text), _S3_MESSAGE.search(text)
         store_code = code_match.group(1) if code_match else ""
-        reason = f"HTTP {r.status} {store_code}".rstrip()
+        reason = f"HTTP {status} {store_code}".rstrip()
         if message_match:
             reason += f": {message_match.group(1)}"
-        where = f"the object store at {r.url.host}:{r.url.port}, where the registry redirected"
+        split = urlsplit(redirected_to)
+        where = f"the object store at {split.hostname}:{split.port}, where the registry redirected"
         detail = {
             "digest": digest,
-            "status": r.status,
+            "status": status,
             "store_code": store_code or None,
-            "store_request_id": r.headers.get("x-amz-request-id"),
+            "store_request_id": headers.get("x-amz-request-id"),
         }
-        request_id = r.history[0].headers.get("x-request-id")
-        if r.status == 404:
+        if status == 404:
             return ErrorCode.CHUNK_UNKNOWN.error(
                 f"chunk {digest} is missing from {where} ({reason}): the registry's index "
                 "lists it but its object store does not hold it",
                 detail=detail,
-                request_id=request_id,
+                request_id=first_request_id,
             )
-        if r.status == 403 or r.status in _RETRY_STATUSES:
+        if status == 403 or status in _RETRY_STATUSES:
             hint = (
                 " (the presigned URL expired, the registry's clock is off, or its S3 "
                 "credentials are wrong)"
-                if r.status == 403
+                if status == 403
                 else ""
             )
             raise _Retryable(
                 ErrorCode.UNAVAILABLE.error(
                     f"{where}, refused the download of chunk {digest}: {reason}{hint}",
                     detail=detail,
-                    request_id=request_id,
+                    request_id=first_request_id,
                 )
             )
         return ErrorCode.INTERNAL.error(
             f"{where}, rejected the download of chunk {digest}: {reason}",
             detail=detail,
-            request_id=request_id,
+            request_id=first_request_id,
         )
+
+    def chunk_reader(self) -> ChunkReader:
+        """A blocking reader of chunk bodies for one fetch thread (``ChunkReader``)."""
+        return ChunkReader(self)
 
     async def missing_chunks(self, name: str, digests: list[str]) -> set[str]:
         """Which of ``digests`` a push to repository ``name`` must upload (batched queries):
@@ -336,7 +359,7 @@ class Registry:
     async def delete(self, path: str, what: str) -> None:
         await self._request("DELETE", path, what)
 
-    # -- chunk bodies (aiohttp) ------------------------------------------------------
+    # -- chunk bodies ----------------------------------------------------------------
 
     async def put_chunk(self, name: str, digest: str, encoded: bytes) -> None:
         session = self._session()
@@ -368,38 +391,21 @@ class Registry:
 
     async def get_chunk_into(self, name: str, digest: str, buf: bytearray) -> int:
         """Read the encoded chunk of repository ``name`` into ``buf`` (reused across
-        calls); returns its length.
+        calls); returns its length. One ``ChunkReader`` attempt per try, in a thread.
 
         A body longer than ``buf`` is refused without retry (the manifest said how big
         the chunk is); the caller decodes and verifies the bytes.
         """
-        session = self._session()
-        url = f"{self.url}/v1/repositories/{name}/chunks/{digest}"
-        view = memoryview(buf)
+        loop = asyncio.get_running_loop()
+        reader = self.chunk_reader()
+        try:
+            return await with_retries(
+                lambda: loop.run_in_executor(None, reader.get_into, name, digest, buf)
+            )
+        finally:
+            reader.close()
 
-        async def once() -> int:
-            try:
-                async with session.get(url) as r:
-                    if r.status < 400:
-                        n = 0
-                        while piece := await r.content.readany():
-                            end = n + len(piece)
-                            if end > len(view):
-                                raise ErrorCode.CHUNK_INVALID.error(
-                                    f"chunk {digest} is larger than the manifest allows",
-                                )
-                            view[n:end] = piece
-                            n = end
-                        return n
-                    body = await r.read()
-                    error = self._download_error(digest, r, body)  # may raise _Retryable
-            except (_aio_client_error(), TimeoutError) as exc:
-                raise _Retryable(self._unreachable(exc, f"download of chunk {digest}")) from None
-            _fail(error, r.status)
-
-        return await with_retries(once)
-
-    # -- batches of small chunks (aiohttp) --------------------------------------------
+    # -- batches of small chunks -------------------------------------------------------
 
     def _no_batches(self, status: int, body: bytes) -> bool:
         """Whether an error answer to a batched route means batches do not work here
@@ -448,37 +454,241 @@ class Registry:
         stops once it would pass it (``BatchTooLarge``: encodings larger than this
         client's, to be fetched one by one). Frames that are not the digests asked for,
         in order, are ``CHUNK_INVALID`` without retry. Raises ``BatchesUnsupported`` if the
-        registry lacks the route.
+        registry lacks the route. One ``ChunkReader`` attempt per try, in a thread.
         """
+        loop = asyncio.get_running_loop()
+        reader = self.chunk_reader()
+        try:
+            return await with_retries(
+                lambda: loop.run_in_executor(None, reader.fetch_into, name, digests, buf)
+            )
+        finally:
+            reader.close()
+
+
+class ChunkReader:
+    """Blocking chunk GETs for one fetch thread: the pull's data path.
+
+    One keep-alive ``http.client`` connection per origin (the registry, and the object
+    store it may redirect to), each body read with ``readinto`` straight into the
+    caller's buffer: the socket read runs outside the GIL and nothing is copied in
+    Python, so fetch threads scale with cores where one event loop doing every socket
+    read would not (``bench/http_engines.py``). Each call is one attempt: transient
+    failures raise ``_Retryable`` for the caller's retry loop. A socket that delivers no
+    byte for ``WREG_TIMEOUT`` seconds is such a failure (a stalled transfer is retried,
+    not waited on). Not thread-safe: one reader per thread.
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._connections: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
+        self._current: http.client.HTTPConnection | None = None
+
+    def close(self) -> None:
+        for connection in self._connections.values():
+            connection.close()
+        self._connections.clear()
+
+    def abort(self) -> None:
+        """Break the request in progress (from another thread): its read fails at once."""
+        connection = self._current
+        sock = connection.sock if connection is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _connection(self, url: str) -> http.client.HTTPConnection:
+        split = urlsplit(url)
+        scheme, host = split.scheme, split.hostname or ""
+        port = split.port or (443 if scheme == "https" else 80)
+        key = (scheme, host, port)
+        connection = self._connections.get(key)
+        if connection is None:
+            timeout = self._registry._timeout
+            if scheme == "https":
+                connection = http.client.HTTPSConnection(
+                    host, port, timeout=timeout, context=_tls_context()
+                )
+            else:
+                connection = http.client.HTTPConnection(host, port, timeout=timeout)
+            self._connections[key] = connection
+        return connection
+
+    def _drop(self, connection: http.client.HTTPConnection) -> None:
+        connection.close()
+        for key, known in list(self._connections.items()):
+            if known is connection:
+                del self._connections[key]
+
+    def _send(
+        self, url: str, headers: dict[str, str], body: bytes | None = None
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        connection = self._connection(url)
+        split = urlsplit(url)
+        target = split.path + (f"?{split.query}" if split.query else "")
+        self._current = connection
+        for attempt in range(2):
+            try:
+                method = "GET" if body is None else "POST"
+                connection.request(method, target, body=body, headers=headers)
+                return connection, connection.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                # A keep-alive connection the server closed while idle: once more, anew.
+                connection.close()
+                if attempt:
+                    self._drop(connection)
+                    raise
+            except BaseException:
+                self._drop(connection)  # mid-request: never reused
+                raise
+        raise AssertionError("unreachable")
+
+    def get_into(self, name: str, digest: str, buf: bytearray) -> int:
+        """One attempt at reading the encoded chunk into ``buf``; returns its length."""
+        registry = self._registry
+        url = f"{registry.url}/v1/repositories/{name}/chunks/{digest}"
+        headers = dict(registry._headers)
+        redirected_to: str | None = None
+        first_request_id: str | None = None
+        connection: http.client.HTTPConnection | None = None
+        try:
+            connection, r = self._send(url, headers)
+            if r.status in _REDIRECTS and r.getheader("location"):
+                first_request_id = r.getheader("x-request-id")
+                redirected_to = urljoin(url, r.getheader("location", ""))
+                _discard(connection, r)
+                if not registry._is_registry_origin(redirected_to):
+                    headers.pop("Authorization", None)  # never sent to another origin
+                connection, r = self._send(redirected_to, headers)
+            if r.status >= 400:
+                body = r.read(_ERROR_BODY_LIMIT)
+                _discard(connection, r)
+                error = registry._download_error(
+                    digest, r.status, body, _lower(r.getheaders()), redirected_to, first_request_id
+                )
+                _fail(error, r.status)
+            too_large = ErrorCode.CHUNK_INVALID.error(
+                f"chunk {digest} is larger than the manifest allows"
+            )
+            return _read_body(r, memoryview(buf), too_large)
+        except (OSError, http.client.HTTPException) as exc:
+            if connection is not None:
+                self._drop(connection)
+            raise _Retryable(
+                self._unreachable(exc, f"download of chunk {digest}", redirected_to)
+            ) from None
+        except BaseException:
+            if connection is not None:
+                self._drop(connection)
+            raise
+        finally:
+            self._current = None
+
+    def fetch_into(self, name: str, digests: list[str], buf: bytearray) -> list[tuple[int, int]]:
+        """One attempt at ``POST .../chunks/fetch`` (``Registry.fetch_chunks_into``) into
+        ``buf``; each chunk's ``(start, end)`` in it, in the order of ``digests``."""
         if len(digests) > MAX_BATCH_CHUNKS:
             raise ValueError(f"at most {MAX_BATCH_CHUNKS} chunks per batch")
-        session = self._session()
-        url = f"{self.url}/v1/repositories/{name}/chunks/fetch"
-        view = memoryview(buf)
+        registry = self._registry
+        url = f"{registry.url}/v1/repositories/{name}/chunks/fetch"
+        headers = {**registry._headers, "Content-Type": "application/json"}
         what = f"download of {len(digests)} chunks"
+        connection: http.client.HTTPConnection | None = None
+        try:
+            body = json.dumps({"digests": digests}).encode()
+            connection, r = self._send(url, headers, body)
+            if r.status >= 400:
+                answer = r.read(_ERROR_BODY_LIMIT)
+                _discard(connection, r)
+                if registry._no_batches(r.status, answer):
+                    raise BatchesUnsupported
+                _fail(http_error(r.status, answer, r.getheader("x-request-id"), what), r.status)
+            view = memoryview(buf)
+            n = _read_body(r, view, BatchTooLarge())
+            registry.batches_known = True
+            return _spans(view[:n], digests)
+        except (OSError, http.client.HTTPException) as exc:
+            if connection is not None:
+                self._drop(connection)
+            raise _Retryable(self._unreachable(exc, what, None)) from None
+        except BaseException:
+            if connection is not None:
+                self._drop(connection)
+            raise
+        finally:
+            self._current = None
 
-        async def once() -> list[tuple[int, int]]:
-            try:
-                async with session.post(url, json={"digests": digests}) as r:
-                    if r.status < 400:
-                        n = 0
-                        while piece := await r.content.readany():
-                            end = n + len(piece)
-                            if end > len(view):  # odd encodings: fetch these one by one
-                                raise BatchTooLarge
-                            view[n:end] = piece
-                            n = end
-                        self.batches_known = True
-                        return _spans(view[:n], digests)
-                    body = await r.read()
-                    if self._no_batches(r.status, body):
-                        raise BatchesUnsupported
-                    error = http_error(r.status, body, r.headers.get("x-request-id"), what)
-            except (_aio_client_error(), TimeoutError) as exc:
-                raise _Retryable(self._unreachable(exc, what)) from None
-            _fail(error, r.status)
+    def _unreachable(self, exc: BaseException, what: str, redirected_to: str | None) -> WregError:
+        registry = self._registry
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            reason = f"no bytes for {registry._timeout:g} s (WREG_TIMEOUT)"
+        if redirected_to is not None and not registry._is_registry_origin(redirected_to):
+            split = urlsplit(redirected_to)
+            return ErrorCode.UNAVAILABLE.error(
+                f"cannot reach the object store at {split.hostname}:{split.port} that the "
+                f"registry at {registry.url} redirected to (is the S3 endpoint in its "
+                f"presigned URLs reachable from here? see WREG_S3_PUBLIC_ENDPOINT): {reason}"
+            )
+        if isinstance(exc, ConnectionRefusedError | socket.gaierror):
+            return ErrorCode.UNAVAILABLE.error(
+                f"cannot reach the registry at {registry.url}: {reason}"
+            )
+        return ErrorCode.UNAVAILABLE.error(
+            f"the connection to the registry at {registry.url} broke during the {what}: {reason}"
+        )
 
-        return await with_retries(once)
+
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+
+
+def _lower(headers: list[tuple[str, str]]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers}
+
+
+def _discard(connection: http.client.HTTPConnection, r: http.client.HTTPResponse) -> None:
+    """Finish with an answer whose body is not wanted: read a short rest (the connection
+    stays usable), else close the connection."""
+    rest = r.read(_ERROR_BODY_LIMIT)
+    if not r.isclosed() or len(rest) >= _ERROR_BODY_LIMIT:
+        connection.close()
+
+
+def _read_body(r: http.client.HTTPResponse, view: memoryview, too_large: Exception) -> int:
+    """The body of ``r`` read into ``view``; raises ``too_large`` (reading no further) if
+    it is longer, and ``IncompleteRead`` if it ends before its ``Content-Length``."""
+    declared = r.getheader("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > len(view):
+        r.close()
+        raise too_large
+    n = 0
+    while n < len(view):
+        got = r.readinto(view[n:])
+        if not got:
+            break
+        n += got
+    if n == len(view) and r.read(1):
+        r.close()
+        raise too_large
+    if declared is not None and declared.isdigit() and n != int(declared):
+        raise http.client.IncompleteRead(b"", int(declared) - n)
+    return n
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """Certificate checks as the control calls (httpx) make them: certifi's bundle, or
+    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set. Built once, on the first https use."""
+    import certifi
+
+    cafile = os.environ.get("SSL_CERT_FILE") or certifi.where()
+    return ssl.create_default_context(cafile=cafile, capath=os.environ.get("SSL_CERT_DIR"))
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    split = urlsplit(url)
+    scheme = split.scheme.lower()
+    return scheme, (split.hostname or "").lower(), split.port or (443 if scheme == "https" else 80)
 
 
 def _spans(body: memoryview, digests: list[str]) -> list[tuple[int, int]]:

@@ -37,10 +37,10 @@ import shutil
 import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from wreg import _buffers
 from wreg._cache import POLL_SECONDS, ChunkLocation, NodeCache, acquire, share_file
@@ -56,7 +56,7 @@ from wreg.core.reference import Reference
 if TYPE_CHECKING:
     from filelock import SoftFileLease
 
-    from wreg._http import Registry
+    from wreg._http import ChunkReader, Registry
 
 _FLUSH_SECONDS: Final = 0.5
 _SYNC_SECONDS: Final = 5.0
@@ -488,9 +488,8 @@ async def _fetch(
     """
     if not needs:
         return
-    from wreg._http import BatchesUnsupported, BatchTooLarge
+    from wreg._http import BatchesUnsupported, BatchTooLarge, with_retries
 
-    loop = asyncio.get_running_loop()
     size = _buffers.buffer_size(max(sizes[d] for d in needs))
     registry, stats = ctx.registry, ctx.stats
     jobs = _jobs(needs, sizes, size, registry.batches)
@@ -506,75 +505,117 @@ async def _fetch(
             ctx.progress.advance(sizes[digest])
             written(t, index)
 
-    async def one(digest: str, encoded: bytearray, raw: bytearray) -> None:
-        n = await registry.get_chunk_into(ctx.name, digest, encoded)
-        stats.received += n
-        await loop.run_in_executor(
-            ctx.executor,
-            _decode_write,
-            [(digest, memoryview(encoded)[:n], sizes[digest], needs[digest])],
-            raw,
-        )
+    def fetch_one(reader: ChunkReader, digest: str, encoded: bytearray, raw: bytearray) -> int:
+        """One attempt, in a fetch thread: read the chunk, decode, verify, write it."""
+        n = reader.get_into(ctx.name, digest, encoded)
+        _decode_write([(digest, memoryview(encoded)[:n], sizes[digest], needs[digest])], raw)
+        return n
+
+    async def one(digest: str, slot: _Slot) -> None:
+        def attempt() -> asyncio.Future[int]:
+            slot.running = threads.submit(fetch_one, slot.reader, digest, slot.encoded, slot.raw)
+            return asyncio.wrap_future(slot.running)
+
+        stats.received += await with_retries(attempt)
+        slot.running = None
         landed(digest)
 
-    async def many(digests: list[str], encoded: bytearray, raw: bytearray) -> bool:
-        """One batch; False when it has to go one chunk at a time instead."""
-        if not registry.batches:
-            return False
-        try:
-            spans = await registry.fetch_chunks_into(ctx.name, digests, encoded)
-        except (BatchesUnsupported, BatchTooLarge):
-            return False
-        stats.received += sum(end - start for start, end in spans)  # chunk bytes only
-        view = memoryview(encoded)
+    def fetch_many(reader: ChunkReader, digests: list[str], slot: _Slot) -> None:
+        """One attempt, in a fetch thread: read a batch, verify all of it, write it."""
+        spans = reader.fetch_into(ctx.name, digests, slot.encoded)
+        view = memoryview(slot.encoded)
         work = [
             (d, view[start:end], sizes[d], needs[d])
             for d, (start, end) in zip(digests, spans, strict=True)
         ]
-        await loop.run_in_executor(ctx.executor, _decode_write, work, raw)
+        _decode_write(work, slot.raw)
+        slot.batch_received = sum(end - start for start, end in spans)  # chunk bytes only
+
+    async def many(digests: list[str], slot: _Slot) -> bool:
+        """One batch; False when it has to go one chunk at a time instead."""
+        if not registry.batches:
+            return False
+
+        def attempt() -> asyncio.Future[None]:
+            slot.running = threads.submit(fetch_many, slot.reader, digests, slot)
+            return asyncio.wrap_future(slot.running)
+
+        try:
+            await with_retries(attempt)
+        except (BatchesUnsupported, BatchTooLarge):
+            return False
+        finally:
+            slot.running = None
+        stats.received += slot.batch_received
         for digest in digests:
             landed(digest)
         return True
 
     async def worker() -> None:
-        encoded, raw = _buffers.take(size), _buffers.take(size)
+        slot = _Slot(registry.chunk_reader(), _buffers.take(size), _buffers.take(size))
         try:
             for job in queue:
                 if isinstance(job, str):
-                    await one(job, encoded, raw)
-                elif not await many(job, encoded, raw):
+                    await one(job, slot)
+                elif not await many(job, slot):
                     for digest in job:
-                        await one(digest, encoded, raw)
+                        await one(digest, slot)
         finally:
-            _buffers.give(encoded, ctx.inflight_bytes)
-            _buffers.give(raw, ctx.inflight_bytes)
+            slot.release(ctx.inflight_bytes)
 
-    first = next((i for i, job in enumerate(jobs) if isinstance(job, list)), None)
-    if first is not None and not registry.batches_known:
-        # Whether this registry has the batched route is learnt from one batch before the
-        # workers start: without it, every chunk becomes a job of its own again, fetched
-        # in parallel as before, not one batch's chunks one after another in one worker.
-        encoded, raw = _buffers.take(size), _buffers.take(size)
-        try:
-            probe = jobs.pop(first)
-            assert isinstance(probe, list)  # noqa: S101 - narrows: found as a list above
-            if not await many(probe, encoded, raw):
-                jobs = _jobs({d: needs[d] for d in needs if d not in done}, sizes, size, False)
-        finally:
-            _buffers.give(encoded, ctx.inflight_bytes)
-            _buffers.give(raw, ctx.inflight_bytes)
-    if not jobs:
-        return
-    workers = min(len(jobs), _buffers.slots_for(ctx.inflight_bytes, size, 2, ctx.concurrency))
-    queue = iter(jobs)
-    tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
+    # One fetch thread per worker: each reads its chunk (or batch), decodes, verifies and
+    # writes it in one hop (``ChunkReader``: socket reads outside the GIL).
+    most = _buffers.slots_for(ctx.inflight_bytes, size, 2, ctx.concurrency)
+    threads = ThreadPoolExecutor(max_workers=max(1, most), thread_name_prefix="wreg-fetch")
     try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+        first = next((i for i, job in enumerate(jobs) if isinstance(job, list)), None)
+        if first is not None and not registry.batches_known:
+            # Whether this registry has the batched route is learnt from one batch before
+            # the workers start: without it, every chunk becomes a job of its own again,
+            # fetched in parallel as before, not one batch's chunks one after another.
+            probe_slot = _Slot(registry.chunk_reader(), _buffers.take(size), _buffers.take(size))
+            try:
+                probe = jobs.pop(first)
+                assert isinstance(probe, list)  # noqa: S101 - narrows: found as a list above
+                if not await many(probe, probe_slot):
+                    left = {d: needs[d] for d in needs if d not in done}
+                    jobs = _jobs(left, sizes, size, False)
+            finally:
+                probe_slot.release(ctx.inflight_bytes)
+        if not jobs:
+            return
+        queue = iter(jobs)
+        tasks = [asyncio.ensure_future(worker()) for _ in range(min(len(jobs), most))]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+    finally:
+        threads.shutdown(wait=False)
+
+
+@dataclass(slots=True, eq=False)
+class _Slot:
+    """A fetch worker's connection and buffers, and the thread job using them if any."""
+
+    reader: ChunkReader
+    encoded: bytearray
+    raw: bytearray
+    running: Future[Any] | None = None
+    batch_received: int = 0
+
+    def release(self, inflight_bytes: int) -> None:
+        """Close the connection; give the buffers back unless a fetch thread may still
+        write into them (a cancelled pull: its read is broken off, its buffers dropped)."""
+        if self.running is not None and not self.running.done():
+            self.reader.abort()  # the thread's read fails; it drops its connection itself
+            return
+        self.reader.close()
+        _buffers.give(self.encoded, inflight_bytes)
+        _buffers.give(self.raw, inflight_bytes)
 
 
 def _jobs(
