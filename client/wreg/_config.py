@@ -100,6 +100,53 @@ def _default_cache() -> Path:
     return Path.home() / ".cache" / "wreg"
 
 
+# ``WREG_INFLIGHT_BYTES`` when unset: this, or an eighth of a cgroup memory limit.
+INFLIGHT_DEFAULT: Final = 128 << 20
+INFLIGHT_MIN: Final = 8 << 20
+INFLIGHT_MAX_DEFAULT: Final = 1 << 30
+_UNLIMITED: Final = 1 << 60  # cgroup v1 writes "no limit" as a number near 2**63
+
+
+def memory_limit(
+    proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")
+) -> int | None:
+    """This process's cgroup memory limit in bytes (the smallest on its path, v1 or v2),
+    or None when there is none or it cannot be read."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    candidates: list[Path] = []
+    for line in lines:
+        _id, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
+        rel = Path(path.lstrip("/"))
+        if controllers == "" and (root / "cgroup.controllers").exists():  # v2
+            for part in (rel, *rel.parents):
+                candidates.append(root / part / "memory.max")
+        elif "memory" in controllers.split(","):  # v1
+            for part in (rel, *rel.parents):
+                candidates.append(root / "memory" / part / "memory.limit_in_bytes")
+    limits = []
+    for candidate in candidates:
+        try:
+            text = candidate.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < _UNLIMITED:
+            limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def default_inflight_bytes(limit: int | None = None) -> int:
+    """``INFLIGHT_DEFAULT``, or under a cgroup memory limit an eighth of it (between
+    ``INFLIGHT_MIN`` and ``INFLIGHT_MAX_DEFAULT``): a small container does not run out
+    of memory, a large one can keep more chunks in flight."""
+    limit = memory_limit() if limit is None else limit
+    if limit is None:
+        return INFLIGHT_DEFAULT
+    return max(INFLIGHT_MIN, min(limit // 8, INFLIGHT_MAX_DEFAULT))
+
+
 @dataclass(frozen=True)
 class ClientSettings:
     """``WREG_URL``, ``WREG_TOKEN``, ``WREG_CACHE``, ``WREG_CONCURRENCY``, ``WREG_TIMEOUT``,
@@ -112,8 +159,9 @@ class ClientSettings:
     cache: Path = field(default_factory=_default_cache)
     concurrency: int = 16  # 1..256
     timeout: float = 60.0  # seconds, > 0
-    # Chunk bytes a push or pull holds in memory at once (buffers allocated once, reused).
-    inflight_bytes: int = 128 << 20  # >= 8 MiB
+    # Chunk bytes a push or pull holds in memory at once (buffers allocated once, reused);
+    # unset: 128 MiB, or an eighth of the cgroup memory limit (default_inflight_bytes).
+    inflight_bytes: int = field(default_factory=default_inflight_bytes)  # >= 8 MiB
     # Resolve tags from the node cache's refs/ and never contact the registry.
     offline: bool = False
     # private: the cache is this user's; group: shared by its group (see wreg._cache);
@@ -131,10 +179,10 @@ class ClientSettings:
             raise SettingsError(
                 f"{variable('timeout')}={self.timeout:g} is out of range (seconds, above 0)"
             )
-        if self.inflight_bytes < 8 << 20:
+        if self.inflight_bytes < INFLIGHT_MIN:
             raise SettingsError(
                 f"{variable('inflight_bytes')}={self.inflight_bytes} is out of range "
-                f"(at least {8 << 20}, 8 MiB)"
+                f"(at least {INFLIGHT_MIN}, 8 MiB)"
             )
         if self.cache_shared not in get_args(Sharing):
             raise SettingsError(

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from wreg._config import DEFAULT_URL, ClientSettings, SettingsError
+from wreg._config import (
+    DEFAULT_URL,
+    ClientSettings,
+    SettingsError,
+    default_inflight_bytes,
+    memory_limit,
+)
 from wreg.cli import app
 
 
@@ -94,3 +100,54 @@ def test_the_client_never_imports_pydantic_settings() -> None:
         "assert 'pydantic_settings' not in sys.modules, 'pydantic_settings imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)  # noqa: S603 - our own code
+
+
+def _cgroup(tmp_path: Path, lines: str, files: dict[str, str]) -> tuple[Path, Path]:
+    proc, root = tmp_path / "cgroup", tmp_path / "fs"
+    proc.write_text(lines)
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return proc, root
+
+
+def test_memory_limit_reads_cgroup_v2_and_takes_the_smallest_on_the_path(tmp_path: Path) -> None:
+    proc, root = _cgroup(
+        tmp_path,
+        "0::/kubepods/pod1/ctr\n",
+        {
+            "cgroup.controllers": "cpu memory\n",
+            "kubepods/memory.max": "8589934592\n",
+            "kubepods/pod1/memory.max": "1073741824\n",
+            "kubepods/pod1/ctr/memory.max": "max\n",
+        },
+    )
+    assert memory_limit(proc, root) == 1 << 30
+    assert default_inflight_bytes(1 << 30) == 128 << 20
+    assert default_inflight_bytes(256 << 20) == 32 << 20  # a small container: an eighth
+    assert default_inflight_bytes(32 << 20) == 8 << 20  # never below the minimum
+    assert default_inflight_bytes(64 << 30) == 1 << 30  # a large one: more in flight, capped
+
+
+def test_memory_limit_reads_cgroup_v1_and_ignores_no_limit(tmp_path: Path) -> None:
+    proc, root = _cgroup(
+        tmp_path,
+        "4:memory:/docker/abc\n1:cpu:/\n",
+        {
+            "memory/docker/abc/memory.limit_in_bytes": "536870912\n",
+            "memory/memory.limit_in_bytes": "9223372036854771712\n",
+        },
+    )
+    assert memory_limit(proc, root) == 512 << 20
+    (tmp_path / "u").mkdir()
+    unlimited, root2 = _cgroup(
+        tmp_path / "u", "4:memory:/\n", {"memory/memory.limit_in_bytes": "9223372036854771712\n"}
+    )
+    assert memory_limit(unlimited, root2) is None
+    assert memory_limit(tmp_path / "missing", root) is None
+
+
+def test_an_explicit_inflight_bytes_wins_over_the_cgroup_default() -> None:
+    assert (
+        ClientSettings.from_env({"WREG_INFLIGHT_BYTES": str(64 << 20)}).inflight_bytes == 64 << 20
+    )

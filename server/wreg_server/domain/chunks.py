@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
-from functools import partial
 from itertools import islice
 from typing import Final, TypeVar
 
@@ -31,7 +31,7 @@ from anyio import to_thread
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wreg.core.encoding import decode_chunk, encoded_raw_length
+from wreg.core.encoding import decode_chunk_into, encoded_raw_length
 from wreg.core.errors import ErrorCode, WregError
 from wreg_server.db import dialect
 from wreg_server.db.models import Chunk, ChunkClaim
@@ -50,6 +50,34 @@ _STORE_CONCURRENCY: Final = 16
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
+
+
+class _Scratch:
+    """Decode buffers reused across uploads: verifying an upload decodes it only to hash
+    the raw bytes, and fresh memory for each chunk costs more than the decoding
+    (``bench/codec.py``). At most ``keep`` buffers are kept, each as large as the
+    largest chunk it decoded; a thread that finds none free decodes into a fresh one."""
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def verify(self, encoded: bytes | memoryview, digest: str, raw_length: int) -> None:
+        """Decode ``encoded`` and check it against ``digest`` (worker thread)."""
+        with self._lock:
+            buf = self._free.pop() if self._free else None
+        if buf is None or len(buf) < raw_length:
+            buf = bytearray(raw_length)
+        try:
+            decode_chunk_into(encoded, memoryview(buf), digest)
+        finally:
+            with self._lock:
+                if len(self._free) < self.keep:
+                    self._free.append(buf)
+
+
+_scratch = _Scratch()
 
 # ``last_seen_at`` is rewritten only when older than this, so re-pushing a large model does
 # not rewrite every chunk row each time. A chunk found present is therefore protected for
@@ -143,7 +171,7 @@ async def upload(
             f"chunk raw length {raw_length} exceeds the limit of {max_raw} bytes",
             detail={"size": raw_length, "limit": max_raw},
         )
-    await to_thread.run_sync(partial(decode_chunk, encoded, expected_digest=digest))
+    await to_thread.run_sync(_scratch.verify, encoded, digest, raw_length)
     info = ChunkInfo(digest, raw_length, len(encoded))
     key = chunk_key(digest)
     existing = await session.get(Chunk, digest)
@@ -266,7 +294,7 @@ def _verify_all(items: Sequence[tuple[str, memoryview]], max_raw: int) -> list[i
                     f"chunk raw length {raw_length} exceeds the limit of {max_raw} bytes",
                     detail={"size": raw_length, "limit": max_raw},
                 )
-            decode_chunk(encoded, expected_digest=digest)
+            _scratch.verify(encoded, digest, raw_length)
         except WregError as exc:
             detail = exc.detail if isinstance(exc.detail, dict) else {}
             raise exc.code.error(
