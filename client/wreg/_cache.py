@@ -739,14 +739,21 @@ class NodeCache:
                 yield marker.parent.relative_to(base).as_posix(), digest_of_hex(name)
 
     def build_snapshot(
-        self, name: str, manifest: Manifest, files: Iterable[FileEntry] | None = None
+        self,
+        name: str,
+        manifest: Manifest,
+        files: Iterable[FileEntry] | None = None,
+        *,
+        digest: str | None = None,
     ) -> Path:
-        """The model's tree (or the ``files`` of it) as relative symlinks to blobs.
+        """The model's tree (or the ``files`` of it) as relative symlinks to blobs, under
+        the manifest's ``digest`` (the one its bytes were verified against; computed
+        from ``manifest`` if not given).
 
         Each link is created under a temporary name and renamed, so a link that exists
         is whole; links already there are kept, so partial pulls add to the same tree.
         """
-        final = self.snapshot_dir(name, manifest.digest)
+        final = self.snapshot_dir(name, manifest.digest if digest is None else digest)
         self.make_dir(final)
         for entry in manifest.files if files is None else files:
             link = final / entry.path
