@@ -33,8 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 from urllib.parse import urljoin, urlsplit
 
-import httpx
-
+from wreg._httpx import httpx
 from wreg.core import batch
 from wreg.core.errors import ErrorCode, NotFound, WregError
 from wreg.core.mediatypes import CHUNK_FRAMES_MEDIA_TYPE, CHUNK_MEDIA_TYPE, MANIFEST_MEDIA_TYPE

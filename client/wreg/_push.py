@@ -44,8 +44,10 @@ if TYPE_CHECKING:
 # "v2": remembered digests are schema-2 identities (rows from v1 are not reused).
 CHUNKER: Final = f"v2/{CHUNK_MAX}/{CHUNK_PACK}/{CDC_AVG}/{CDC_MIN}/{CDC_MAX}"
 _RACY_SECONDS: Final = 2.0
-# Missing chunks smaller than this are uploaded in batches (``_Uploader``), larger alone.
-_BATCH_CHUNK_MAX: Final = 1 << 20
+# Missing chunks go in batches of at most this many raw bytes (``_Uploader``): per request
+# and per transaction the registry's cost is mostly fixed, so a few 4 MiB chunks share one
+# (``bench/transfer.py``: server CPU per GB pushed about a third lower than one each).
+_BATCH_BYTES: Final = 8 << 20
 
 
 @dataclass(slots=True, eq=False)
@@ -301,11 +303,10 @@ def _changed(f: _File) -> WregError:
 class _Uploader:
     """Workers that read, encode and send missing chunks, one reused read buffer each.
 
-    Small chunks (under ``_BATCH_CHUNK_MAX``) waiting in the queue together go in one
-    request (``Registry.put_chunks``), as many as fill the worker's read buffer (and
-    ``MAX_BATCH_CHUNKS``): a batch costs the memory of one large chunk, so the
-    ``inflight_bytes`` budget holds. Large chunks, and everything once the registry
-    shows it has no batched route, go one per request.
+    Chunks waiting in the queue together go in one request (``Registry.put_chunks``), as
+    many as fill the worker's read buffer of ``_BATCH_BYTES`` (and ``MAX_BATCH_CHUNKS``);
+    the workers are as many as ``inflight_bytes`` has room for at that size. Once the
+    registry shows it has no batched route, every chunk goes in a request of its own.
     """
 
     def __init__(
@@ -321,7 +322,7 @@ class _Uploader:
         self.registry, self.executor, self.progress = registry, executor, progress
         self.name = name  # the repository chunks are uploaded through
         self.where, self.budget = where, budget
-        self.size = _buffers.buffer_size(CHUNK_MAX)
+        self.size = _buffers.buffer_size(max(CHUNK_MAX, _BATCH_BYTES))
         # Per chunk in flight: the read buffer and (at most about as big) its encoding.
         self.workers = _buffers.slots_for(budget, self.size, 2, concurrency)
         self.sent = 0
@@ -329,7 +330,8 @@ class _Uploader:
         self.reporting = False
 
     def _small(self, digest: str) -> bool:
-        return self.registry.batches and self.where[digest].chunk.length < _BATCH_CHUNK_MAX
+        """Whether ``digest`` may share a request (it fits a batch with room to spare)."""
+        return self.registry.batches and self.where[digest].chunk.length < self.size // 2
 
     def _group(
         self, first: str, queue: asyncio.Queue[str | None]

@@ -68,6 +68,8 @@ ZEROCOPY: Final = "http.response.zerocopysend"
 # wait to the event loop: one thread hop per chunk for clients that keep up, and no
 # thread held by one that does not.
 PATIENCE: Final = 0.2
+# Request body bytes a connection buffers before reading pauses (uvicorn's: 64 KiB).
+BODY_HIGH_WATER: Final = 1 << 20
 FD_RESERVE: Final = 256  # descriptors kept for the index, the object store, files, logs
 
 
@@ -279,6 +281,19 @@ class GuardedProtocol(HttpToolsProtocol):
                 self.app = app
         if self.cycle is not before and self._plain_tcp():
             _offer_zerocopy(self.cycle, self.guard.send_timeout)
+
+    def on_body(self, body: bytes) -> None:
+        # uvicorn's, with a larger high-water mark: it pauses reading (and the receiving
+        # request resumes it) every 64 KiB, a round trip through the event loop, two
+        # epoll changes and a copy per 64 KiB of every upload. Request bodies are capped
+        # by the routes (api/body.py), so a connection buffers at most BODY_HIGH_WATER.
+        cycle = self.cycle
+        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+            return
+        cycle.body += body
+        if len(cycle.body) > BODY_HIGH_WATER:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
     def _plain_tcp(self) -> bool:
         """Whether the connection is a plain TCP socket (not TLS), so ``sendfile`` works."""
