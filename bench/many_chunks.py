@@ -25,10 +25,12 @@ since at ~100 requests/s on two cores the full count takes minutes).
 
 from __future__ import annotations
 
+import inspect
 import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,8 +62,24 @@ class _Timer:
         self.first: float | None = None
         self.last = 0.0
         self.calls = 0
+        self.lock = threading.Lock()
 
     def wrap(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        if not inspect.iscoroutinefunction(method):  # ChunkReader's: in fetch threads
+
+            def timed_sync(*args: Any, **kwargs: Any) -> Any:
+                with self.lock:
+                    if self.first is None:
+                        self.first = time.perf_counter()
+                    self.calls += 1
+                try:
+                    return method(*args, **kwargs)
+                finally:
+                    with self.lock:
+                        self.last = max(self.last, time.perf_counter())
+
+            return timed_sync
+
         async def timed(*args: Any, **kwargs: Any) -> Any:
             if self.first is None:
                 self.first = time.perf_counter()
@@ -79,16 +97,16 @@ class _Timer:
 
 
 @contextmanager
-def timing(names: list[str]) -> Iterator[_Timer]:
+def timing(names: list[str], owner: type = wreg._http.Registry) -> Iterator[_Timer]:
     timer = _Timer()
-    saved = {n: getattr(wreg._http.Registry, n) for n in names}
+    saved = {n: getattr(owner, n) for n in names}
     try:
         for n, method in saved.items():
-            setattr(wreg._http.Registry, n, timer.wrap(method))
+            setattr(owner, n, timer.wrap(method))
         yield timer
     finally:
         for n, method in saved.items():
-            setattr(wreg._http.Registry, n, method)
+            setattr(owner, n, method)
 
 
 class SinglesClient(Client):
@@ -131,7 +149,7 @@ def run_one(url: str, tmp: Path, backend: str, batched: bool, count: int) -> Fig
     ):
         push_client.push(model, ref)
     pull_client = cls(url, cache_dir=tmp / f"pull-cache-{backend}-{batched}")
-    with timing(["get_chunk_into", "fetch_chunks_into"]) as fetches:
+    with timing(["get_into", "fetch_into"], wreg._http.ChunkReader) as fetches:
         cpu, wall = cpu_seconds(), time.perf_counter()
         pull_client.pull(ref)
         wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu

@@ -27,7 +27,7 @@ from __future__ import annotations
 import struct
 import threading
 from enum import IntEnum
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -126,17 +126,38 @@ def encode_chunk(raw: bytes | bytearray | memoryview, dtype: str | None = None) 
     return _HEADER.pack(MAGIC, VERSION, Codec.NONE, Transform.NONE, 0, n) + bytes(raw)
 
 
+def _split(body: memoryview, transform: Transform) -> list[npt.NDArray[np.uint8]]:
+    """The byte planes of ``body`` (whole little-endian words), low byte first; with the
+    exponent split, the top two become (sign, top mantissa bits) and the exponent.
+
+    Shifts on whole words, each truncated to a byte plane: ~3x faster than gathering
+    strided byte columns (``bench/codec.py``). Same planes, byte for byte.
+    """
+    if _WIDTH[transform] == 4:
+        x32 = np.frombuffer(body, dtype="<u4")
+        planes = [x32.astype(np.uint8), (x32 >> 8).astype(np.uint8)]
+        if transform in _EXPONENT_SPLIT:
+            planes.append((((x32 >> 24) & 0x80) | ((x32 >> 16) & 0x7F)).astype(np.uint8))
+            planes.append((x32 >> 23).astype(np.uint8))  # the 8 exponent bits
+        else:
+            planes += [(x32 >> 16).astype(np.uint8), (x32 >> 24).astype(np.uint8)]
+        return planes
+    x16 = np.frombuffer(body, dtype="<u2")
+    if transform in _EXPONENT_SPLIT:
+        return [
+            (((x16 >> 8) & 0x80) | (x16 & 0x7F)).astype(np.uint8),
+            (x16 >> 7).astype(np.uint8),  # the 8 exponent bits
+        ]
+    return [x16.astype(np.uint8), (x16 >> 8).astype(np.uint8)]
+
+
 def _encode_planes(raw: memoryview, transform: Transform) -> bytes:
     width = _WIDTH[transform]
     count = len(raw) // width
     body = count * width
-    columns = np.frombuffer(raw[:body], dtype=np.uint8).reshape(count, width)
-    planes: list[npt.NDArray[Any]] = [np.ascontiguousarray(columns[:, i]) for i in range(width)]
-    if transform in _EXPONENT_SPLIT:
-        high, low = planes[-1], planes[-2]
-        planes[-1] = (high << 1) | (low >> 7)  # exponent
-        planes[-2] = (high & 0x80) | (low & 0x7F)  # sign + top mantissa bits
-    table, parts = [], []
+    planes = _split(raw[:body], transform)
+    table: list[bytes] = []
+    parts: list[bytes | memoryview] = []
     compressor = _plane_compressor()
     for plane in planes:
         packed = compressor.compress(plane.data)
@@ -145,7 +166,7 @@ def _encode_planes(raw: memoryview, transform: Transform) -> bytes:
             parts.append(packed)
         else:
             table.append(_PLANE.pack(Codec.NONE, count))
-            parts.append(plane.tobytes())
+            parts.append(plane.data)
     header = _HEADER.pack(MAGIC, VERSION, Codec.ZSTD, transform, 0, len(raw))
     return b"".join([header, *table, *parts, raw[body:]])
 
