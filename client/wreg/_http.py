@@ -395,14 +395,7 @@ class Registry:
         A body longer than ``buf`` is refused without retry (the manifest said how big
         the chunk is); the caller decodes and verifies the bytes.
         """
-        loop = asyncio.get_running_loop()
-        reader = self.chunk_reader()
-        try:
-            return await with_retries(
-                lambda: loop.run_in_executor(None, reader.get_into, name, digest, buf)
-            )
-        finally:
-            reader.close()
+        return await self._read_in_thread(lambda reader: reader.get_into(name, digest, buf))
 
     # -- batches of small chunks -------------------------------------------------------
 
@@ -455,12 +448,15 @@ class Registry:
         in order, are ``CHUNK_INVALID`` without retry. Raises ``BatchesUnsupported`` if the
         registry lacks the route. One ``ChunkReader`` attempt per try, in a thread.
         """
+        return await self._read_in_thread(lambda reader: reader.fetch_into(name, digests, buf))
+
+    async def _read_in_thread(self, read: Callable[[ChunkReader], T]) -> T:
+        """``read`` with a ``ChunkReader`` of its own, each try one attempt in a worker
+        thread, transient failures retried (the async face of the fetch threads' path)."""
         loop = asyncio.get_running_loop()
         reader = self.chunk_reader()
         try:
-            return await with_retries(
-                lambda: loop.run_in_executor(None, reader.fetch_into, name, digests, buf)
-            )
+            return await with_retries(lambda: loop.run_in_executor(None, read, reader))
         finally:
             reader.close()
 
