@@ -160,7 +160,12 @@ class Registry:
 
             self._bulk = aiohttp.ClientSession(
                 headers=self._headers,
-                connector=aiohttp.TCPConnector(limit=self._concurrency),
+                # The same trust as the other two paths (``_tls_context``), not aiohttp's
+                # own default (the system store, cached for the process).
+                connector=aiohttp.TCPConnector(
+                    limit=self._concurrency,
+                    ssl=_tls_context() if self.url.startswith("https://") else True,
+                ),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self._timeout),
             )
         return self._bulk
@@ -672,12 +677,15 @@ def _read_body(r: http.client.HTTPResponse, view: memoryview, too_large: Excepti
 
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
-    """Certificate checks as the control calls (httpx) make them: certifi's bundle, or
-    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set. Built once, on the first https use."""
+    """Certificate checks as the control calls (httpx) make them: ``SSL_CERT_FILE``, else
+    ``SSL_CERT_DIR``, else certifi's bundle. Built once, on the first https download."""
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
     import certifi
 
-    cafile = os.environ.get("SSL_CERT_FILE") or certifi.where()
-    return ssl.create_default_context(cafile=cafile, capath=os.environ.get("SSL_CERT_DIR"))
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def _origin(url: str) -> tuple[str, str, int]:
