@@ -12,22 +12,18 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.server.server_support import make_settings
+from tests.server.server_support import make_settings, running
 from wreg import Client, _http
 from wreg.core.errors import WregError
-from wreg.testing.procs import free_port
 from wreg_server.app import create_app
 
 LIMITS = {"max_chunk_raw": 8 << 20, "max_chunk_encoded": 9 << 20}
@@ -67,28 +63,11 @@ def _certificate(where: Path) -> tuple[Path, Path]:
 @pytest.fixture
 def https_registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     cert, key = _certificate(tmp_path)
-    config = uvicorn.Config(
-        create_app(make_settings(tmp_path / "data", **LIMITS)),
-        host="127.0.0.1",
-        port=free_port(),
-        ssl_certfile=str(cert),
-        ssl_keyfile=str(key),
-        log_level="warning",
-        log_config=None,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    app = create_app(make_settings(tmp_path / "data", **LIMITS))
     try:
-        yield f"https://127.0.0.1:{config.port}", cert
+        with running(app, ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
+            yield url, cert
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
         _http._tls_context.cache_clear()
 
 

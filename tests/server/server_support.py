@@ -98,12 +98,15 @@ def schema_drift(url: str) -> list[object]:
 
 
 @contextmanager
-def running(app: FastAPI) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free local port in a thread; yields the base URL."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=free_port(), log_level="warning", log_config=None
+def running(app: FastAPI, **config: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free local port in a thread; yields the base URL.
+
+    ``config``: more ``uvicorn.Config`` arguments (``http=`` a protocol class, TLS files:
+    the URL is then ``https://``)."""
+    settings = uvicorn.Config(
+        app, host="127.0.0.1", port=free_port(), log_level="warning", log_config=None, **config
     )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(settings)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -111,8 +114,9 @@ def running(app: FastAPI) -> Iterator[str]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("test server did not start")
         time.sleep(0.01)
+    scheme = "https" if "ssl_certfile" in config else "http"
     try:
-        yield f"http://127.0.0.1:{config.port}"
+        yield f"{scheme}://127.0.0.1:{settings.port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)

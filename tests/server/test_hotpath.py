@@ -10,18 +10,15 @@ from __future__ import annotations
 import random
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from tests.server.server_support import Api, Chunk, assert_error, make_settings, running
 from tests.server.test_auth import make_token
-from wreg.testing.procs import free_port
 from wreg_server import serving
 from wreg_server.app import create_app
 from wreg_server.settings import ServerSettings
@@ -113,31 +110,10 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Api]]:
     guard = serving.ConnectionGuard(
         header_timeout=10, max_per_client=64, max_open=1024, send_timeout=1.0
     )
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=free_port(),
-        http=serving.protocol_for(guard),
-        log_level="warning",
-        log_config=None,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    url = f"http://127.0.0.1:{config.port}"
-    try:
-        with Api(url) as api:
-            api.upload(BIG)
-            api.reference(BIG)
-            yield url, api
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with running(create_app(settings), http=serving.protocol_for(guard)) as url, Api(url) as api:
+        api.upload(BIG)
+        api.reference(BIG)
+        yield url, api
 
 
 def test_zero_copy_sends_whole_chunks_on_one_connection(served: tuple[str, Api]) -> None:
