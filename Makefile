@@ -49,7 +49,9 @@ bench: install bench-tools
 	$(BIN)/python bench/codec.py
 	$(BIN)/python bench/s3_clients.py
 	$(BIN)/python bench/server_data_path.py
+	$(BIN)/python bench/http_engines.py
 	$(BIN)/python bench/transfer.py
+	$(BIN)/python bench/many_chunks.py --singles-chunks 0
 	$(BIN)/python bench/memory_scaling.py
 
 # The baselines the benches compare against, from Debian's packages.

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import importlib
+import importlib.util
 import os
 import queue
 import resource
@@ -222,6 +223,11 @@ ENGINES: dict[str, Fetch] = {
 }
 
 
+def _available(engine: str) -> bool:
+    """pycurl is no dependency of the project: its row needs ``pip install pycurl``."""
+    return engine != "pycurl" or importlib.util.find_spec("pycurl") is not None
+
+
 def objects_dir(work: Path) -> Path:
     """Push the transfer bench's model to a fresh server; its chunk files' directory."""
     import subprocess
@@ -245,7 +251,7 @@ def main() -> int:
     parser = bench_parser(__doc__)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--objects", type=Path, help="a file store's objects/chunks directory")
-    parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--engines", default=",".join(e for e in ENGINES if _available(e)))
     parser.add_argument("--workers", default="1,2,8")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wreg-engines-", dir=ROOT / ".cache"))
