@@ -29,7 +29,7 @@ import re
 import socket
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 from urllib.parse import urljoin, urlsplit
 
@@ -483,6 +483,7 @@ class ChunkReader:
         self._registry = registry
         self._connections: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
         self._current: http.client.HTTPConnection | None = None
+        self._redirected_to: str | None = None  # where the request in progress was sent on
 
     def close(self) -> None:
         for connection in self._connections.values():
@@ -543,46 +544,57 @@ class ChunkReader:
                 raise
         raise AssertionError("unreachable")
 
+    @contextlib.contextmanager
+    def _attempt(self, what: str) -> Iterator[None]:
+        """One request: the connection it used is dropped on any failure (never reused
+        mid-request), and a transport failure becomes a retryable ``UNAVAILABLE``."""
+        self._redirected_to = None
+        try:
+            yield
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop_current()
+            raise _Retryable(self._unreachable(exc, what, self._redirected_to)) from None
+        except BaseException:
+            self._drop_current()
+            raise
+        finally:
+            self._current = None
+
+    def _drop_current(self) -> None:
+        if self._current is not None:
+            self._drop(self._current)
+
     def get_into(self, name: str, digest: str, buf: bytearray) -> int:
         """One attempt at reading the encoded chunk into ``buf``; returns its length."""
         registry = self._registry
         url = f"{registry.url}/v1/repositories/{name}/chunks/{digest}"
         headers = dict(registry._headers)
-        redirected_to: str | None = None
-        first_request_id: str | None = None
-        connection: http.client.HTTPConnection | None = None
-        try:
+        with self._attempt(f"download of chunk {digest}"):
+            first_request_id: str | None = None
             connection, r = self._send(url, headers)
             if r.status in _REDIRECTS and r.getheader("location"):
                 first_request_id = r.getheader("x-request-id")
-                redirected_to = urljoin(url, r.getheader("location", ""))
+                self._redirected_to = urljoin(url, r.getheader("location", ""))
                 _discard(connection, r)
-                if not registry._is_registry_origin(redirected_to):
+                if not registry._is_registry_origin(self._redirected_to):
                     headers.pop("Authorization", None)  # never sent to another origin
-                connection, r = self._send(redirected_to, headers)
+                connection, r = self._send(self._redirected_to, headers)
             if r.status >= 400:
                 body = r.read(_ERROR_BODY_LIMIT)
                 _discard(connection, r)
                 error = registry._download_error(
-                    digest, r.status, body, _lower(r.getheaders()), redirected_to, first_request_id
+                    digest,
+                    r.status,
+                    body,
+                    _lower(r.getheaders()),
+                    self._redirected_to,
+                    first_request_id,
                 )
                 _fail(error, r.status)
             too_large = ErrorCode.CHUNK_INVALID.error(
                 f"chunk {digest} is larger than the manifest allows"
             )
             return _read_body(r, memoryview(buf), too_large)
-        except (OSError, http.client.HTTPException) as exc:
-            if connection is not None:
-                self._drop(connection)
-            raise _Retryable(
-                self._unreachable(exc, f"download of chunk {digest}", redirected_to)
-            ) from None
-        except BaseException:
-            if connection is not None:
-                self._drop(connection)
-            raise
-        finally:
-            self._current = None
 
     def fetch_into(self, name: str, digests: list[str], buf: bytearray) -> list[tuple[int, int]]:
         """One attempt at ``POST .../chunks/fetch`` (``Registry.fetch_chunks_into``) into
@@ -593,8 +605,7 @@ class ChunkReader:
         url = f"{registry.url}/v1/repositories/{name}/chunks/fetch"
         headers = {**registry._headers, "Content-Type": "application/json"}
         what = f"download of {len(digests)} chunks"
-        connection: http.client.HTTPConnection | None = None
-        try:
+        with self._attempt(what):
             body = json.dumps({"digests": digests}).encode()
             connection, r = self._send(url, headers, body)
             if r.status >= 400:
@@ -607,16 +618,6 @@ class ChunkReader:
             n = _read_body(r, view, BatchTooLarge())
             registry.batches_known = True
             return _spans(view[:n], digests)
-        except (OSError, http.client.HTTPException) as exc:
-            if connection is not None:
-                self._drop(connection)
-            raise _Retryable(self._unreachable(exc, what, None)) from None
-        except BaseException:
-            if connection is not None:
-                self._drop(connection)
-            raise
-        finally:
-            self._current = None
 
     def _unreachable(self, exc: BaseException, what: str, redirected_to: str | None) -> WregError:
         registry = self._registry

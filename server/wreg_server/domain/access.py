@@ -93,10 +93,7 @@ class RepositoryChunks:
 
     async def contains(self, session: AsyncSession, name: str, digest: str) -> bool:
         """Whether a manifest of repository ``name`` references chunk ``digest``."""
-        entry = self._sets.get(name)
-        if entry is not None and entry[0] < time.monotonic():
-            self.forget(name)
-            entry = None
+        entry = self._fresh(name)
         if entry is not None:
             self._sets.move_to_end(name)
             if digest in entry[1]:
@@ -114,16 +111,21 @@ class RepositoryChunks:
     def holds(self, name: str, digest: str) -> bool:
         """Whether ``name``'s loaded, unexpired set holds ``digest``, without a query (the
         download hot path's check, ``api/hotpath.py``); False means: ask ``contains``."""
+        entry = self._fresh(name)
+        return entry is not None and digest in entry[1]
+
+    def _fresh(self, name: str) -> tuple[float, set[str]] | None:
+        """``name``'s set if loaded and unexpired; an expired one is dropped."""
         entry = self._sets.get(name)
-        return entry is not None and entry[0] >= time.monotonic() and digest in entry[1]
+        if entry is not None and entry[0] < time.monotonic():
+            self.forget(name)
+            return None
+        return entry
 
     async def lacking(self, session: AsyncSession, name: str, digests: list[str]) -> list[str]:
         """Those of ``digests`` no manifest of ``name`` references (``contains`` for a
         batch: one set lookup each, then one query for the rest, ``dialect.values_of``)."""
-        entry = self._sets.get(name)
-        if entry is not None and entry[0] < time.monotonic():
-            self.forget(name)
-            entry = None
+        entry = self._fresh(name)
         if entry is not None:
             self._sets.move_to_end(name)
         elif self.ttl > 0 and await self._load(session, name):

@@ -50,23 +50,11 @@ class FilesystemStore(ObjectStore):
         await to_thread.run_sync(self._put_sync, key, data)
 
     def _put_sync(self, key: str, data: bytes) -> None:
-        final = self._path(key)
-        self._staging.mkdir(parents=True, exist_ok=True)
-        temp = self._staging / uuid.uuid4().hex
-        try:
-            with open(temp, "wb") as f:
-                f.write(data)
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(temp, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-            raise
-        if self.fsync:
-            _fsync_dir(final.parent)
+        """Write, fsync and rename one object (``_put_group_sync``), then fsync its
+        directory."""
+        for parent in self._put_group_sync([(key, data)]):
+            if self.fsync:
+                _fsync_dir(parent)
 
     async def _put_many(self, items: list[tuple[str, bytes]]) -> None:
         """Puts in ``_PUT_THREADS`` worker threads rather than a thread hop each; every
