@@ -23,6 +23,7 @@ from wreg.core.errors import (
 
 if TYPE_CHECKING:
     from wreg._client import Client
+    from wreg._load import TensorStream
     from wreg._results import (
         CachedSnapshot,
         CacheListing,
@@ -52,8 +53,25 @@ __all__ = [
     "VerifyResult",
     "WarmResult",
     "WregError",
+    "load",
+    "stream",
 ]
 __version__ = "0.1.0"
+
+
+def load(ref: str, **options: Any) -> dict[str, Any]:
+    """``Client().load(ref, ...)``: the tensors of ``ref`` by name, with the client
+    configured from ``WREG_*`` settings (see ``Client.stream`` for the options)."""
+    from wreg._client import Client
+
+    return Client().load(ref, **options)
+
+
+def stream(ref: str, **options: Any) -> TensorStream:
+    """``Client().stream(ref, ...)``: ``(name, tensor)`` pairs as each is verified."""
+    from wreg._client import Client
+
+    return Client().stream(ref, **options)
 
 
 def __getattr__(name: str) -> Any:

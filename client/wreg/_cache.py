@@ -306,6 +306,25 @@ class NodeCache:
         self.discard_blob(file_hex, st, "does not match its digest")
         return False
 
+    def open_blob(self, entry: FileEntry) -> int | None:
+        """A read-only descriptor of the blob for ``entry`` once ``has_blob`` holds, checked
+        on the descriptor itself (the inode opened is the one trusted or re-hashed, not one
+        swapped in under the name since); None when there is no such blob."""
+        if not self.has_blob(entry):
+            return None
+        file_hex = hex_of(entry.digest)
+        try:
+            fd = os.open(self.layout.blob(file_hex), _READ_FLAGS)
+        except OSError:
+            return None
+        st = os.fstat(fd)
+        if st.st_size == entry.size and (
+            self.blob_trusted(file_hex, st) or self._verified.get(file_hex) == BlobStat.of(st)
+        ):
+            return fd
+        os.close(fd)
+        return None
+
     def adopt_blob(self, entry: FileEntry) -> bool:
         """Give a schema-2 file the blob that already holds it whole under another name
         (a schema-1 blob: the same chunks at the same offsets), by a hard link, instead

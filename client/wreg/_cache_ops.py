@@ -89,7 +89,7 @@ def resolve_offline(cache: NodeCache, ref: Reference) -> Manifest:
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class _Dirs:
+class Dirs:
     """Directory fds under ``dest``, each opened relative to its parent with
     ``O_NOFOLLOW``: a symlink planted in any component is refused, never followed."""
 
@@ -154,7 +154,7 @@ def _same_content(name: str, fd: int, entry: FileEntry) -> bool:
 
 
 def _needs_write(
-    cache: NodeCache, dirs: _Dirs, entry: FileEntry, force: bool, link: LinkMode = "hardlink"
+    cache: NodeCache, dirs: Dirs, entry: FileEntry, force: bool, link: LinkMode = "hardlink"
 ) -> bool:
     """Whether ``entry`` must be written; raises if something other than its content is
     in the way (a symlink, a directory, or, without ``force``, a different file)."""
@@ -227,7 +227,7 @@ def materialize(
     if dest.exists() and not dest.is_dir():
         raise ErrorCode.LOCAL_PATH_MISSING.error(f"cannot write to {dest}: not a directory")
     dest.mkdir(parents=True, exist_ok=True)
-    dirs = _Dirs(dest)
+    dirs = Dirs(dest)
     try:
         todo = [e for e in entries if _needs_write(cache, dirs, e, force, link)]
         for entry in todo:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from wreg._cache import NodeCache, SharingSetting
     from wreg._cache_ops import LinkMode
     from wreg._http import Registry
+    from wreg._load import Producer, TensorStream
+    from wreg._load.produce import LoadStats, Ready, Source
     from wreg._results import (
         CacheListing,
         PruneResult,
@@ -209,6 +211,178 @@ class Client:
                     force=force,
                     link=link,
                 )
+
+    # -- loading -----------------------------------------------------------------
+
+    def stream(
+        self,
+        ref: str,
+        *,
+        tensors: Sequence[str] | str | None = None,
+        rows: Mapping[str, tuple[int, int]] | None = None,
+        shard: tuple[int, int] | None = None,
+        framework: str = "numpy",
+        device: str | None = None,
+        dtype: Any = None,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        progress: Progress | None = None,
+    ) -> TensorStream:
+        """``(name, tensor)`` for the tensors of ``ref``'s safetensors files, each as soon
+        as every chunk it overlaps is verified (completion order), while the rest is
+        still downloading. Close the stream (or use ``with``) to stop early.
+
+        Sources, fastest first: the node cache (memory-mapped), chunks other cached
+        files hold, then the registry. A full load leaves the model in the node cache (the
+        next start is warm); a selective one keeps the chunks it fetched as partial files
+        that a later pull completes.
+
+        ``tensors``: ``fnmatch`` patterns on tensor names (default: all). ``rows``:
+        ``{pattern: (start, stop)}`` cuts matching tensors along dim 0. ``shard=(rank,
+        world_size)`` cuts every other tensor with a dimension into ``world_size``
+        near-equal dim-0 parts and keeps part ``rank``. Only the chunks holding the
+        selected bytes are fetched.
+
+        ``framework``: ``"numpy"`` (bf16/fp8 as ``ml_dtypes`` types) or ``"torch"``;
+        ``device`` (torch): ``"cpu"`` (zero copy) or e.g. ``"cuda:0"`` (through a small
+        ring of pinned buffers, so host memory stays bounded); ``dtype`` converts on the
+        way. ``include``/``exclude`` pick files as for ``pull``.
+        """
+        from wreg._load import TensorStream
+        from wreg._load.materialize import Materializer
+
+        materialize = Materializer(framework, device, dtype)
+        producer = self._producer(ref, tensors, rows, shard, include, exclude, progress)
+        return TensorStream(producer, materialize)
+
+    def load(self, ref: str, **options: Any) -> dict[str, Any]:
+        """Every selected tensor of ``ref`` by name (``stream``'s options)."""
+        with self.stream(ref, **options) as tensors:
+            return dict(tensors)
+
+    async def astream(
+        self,
+        ref: str,
+        *,
+        tensors: Sequence[str] | str | None = None,
+        rows: Mapping[str, tuple[int, int]] | None = None,
+        shard: tuple[int, int] | None = None,
+        framework: str = "numpy",
+        device: str | None = None,
+        dtype: Any = None,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        progress: Progress | None = None,
+        stats: LoadStats | None = None,
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """``stream`` on the running event loop; ``stats`` (if given) is filled in."""
+        from wreg._load import LoadStats, astream
+        from wreg._load.materialize import Materializer
+
+        materialize = Materializer(framework, device, dtype)
+        producer = self._producer(ref, tensors, rows, shard, include, exclude, progress)
+        async for item in astream(producer, materialize, stats or LoadStats()):
+            yield item
+
+    async def aload(self, ref: str, **options: Any) -> dict[str, Any]:
+        """``load`` on the running event loop."""
+        return {name: tensor async for name, tensor in self.astream(ref, **options)}
+
+    def pull_tensors(
+        self,
+        ref: str,
+        dest: str | os.PathLike[str],
+        *,
+        tensors: Sequence[str] | str | None = None,
+        rows: Mapping[str, tuple[int, int]] | None = None,
+        shard: tuple[int, int] | None = None,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """``wreg pull REF --tensors ...``: write into ``dest`` safetensors files that hold
+        only the selected tensors (``stream``'s selection), and the model's other files
+        whole. Returns what was written and fetched (``LoadStats`` and ``written``)."""
+        import glob
+
+        from wreg._load.produce import LoadStats
+        from wreg._load.write import write_selected
+
+        items: list[Ready] = []
+        stats = LoadStats()
+        sources: list[Source] = []
+        producer = self._producer(ref, tensors, rows, shard, include, exclude, progress)
+        try:
+            asyncio.run(producer(items.append, stats, sources))
+            written = write_selected(items, Path(dest), force)
+        finally:
+            for source in sources:
+                source.close()
+        others: list[str] = []
+        with self._cache() as cache:
+            manifest = cache.load_manifest(stats.manifest)
+        if manifest is not None:
+            from wreg._pull import select_files
+
+            others = [
+                e.path
+                for e in select_files(manifest, include, exclude)
+                if not e.path.endswith(".safetensors")
+            ]
+        if others:  # config, tokenizer...: whole, pinned to the manifest just loaded
+            name = Reference.parse(ref).name
+            self.pull(
+                f"{name}@{stats.manifest}",
+                dest,
+                include=[glob.escape(p) for p in others],
+                force=force,
+                progress=progress,
+            )
+        stats.tensors = len(items)
+        return {"reference": ref, "path": str(dest), "written": written + others, **stats.to_json()}
+
+    def _producer(
+        self,
+        ref: str,
+        tensors: Sequence[str] | str | None,
+        rows: Mapping[str, tuple[int, int]] | None,
+        shard: tuple[int, int] | None,
+        include: Sequence[str],
+        exclude: Sequence[str],
+        progress: Progress | None,
+    ) -> Producer:
+        from wreg._load.produce import produce
+        from wreg._load.select import Selection
+
+        parsed = Reference.parse(ref)
+        selection = Selection.of(tensors, rows, shard)
+
+        async def run(
+            emit: Callable[[Ready], None], stats: LoadStats, sources: list[Source]
+        ) -> None:
+            with self._executor() as executor, self._cache() as cache:
+                async with contextlib.AsyncExitStack() as stack:
+                    registry = None
+                    if not self.offline:
+                        registry = await stack.enter_async_context(self._registry())
+                    await produce(
+                        registry,
+                        cache,
+                        parsed,
+                        selection,
+                        executor,
+                        progress or NoProgress(),
+                        self.concurrency,
+                        self.inflight_bytes,
+                        emit,
+                        stats,
+                        sources,
+                        include=include,
+                        exclude=exclude,
+                    )
+
+        return run
 
     # -- listing -----------------------------------------------------------------
 

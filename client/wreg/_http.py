@@ -486,9 +486,10 @@ class ChunkReader:
         self._redirected_to: str | None = None  # where the request in progress was sent on
 
     def close(self) -> None:
-        for connection in self._connections.values():
-            connection.close()
+        connections = list(self._connections.values())
         self._connections.clear()
+        for connection in connections:
+            connection.close()
 
     def abort(self) -> None:
         """Break the request in progress (from another thread): its read fails at once."""

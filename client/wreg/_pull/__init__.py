@@ -31,10 +31,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from wreg._cache import POLL_SECONDS, NodeCache, acquire
 from wreg._cache_ops import LinkMode
@@ -50,6 +50,7 @@ from wreg._pull.assembly import (
     flush,
     flush_periodically,
     open_target,
+    sync_all,
 )
 from wreg._pull.commit import finalize, publish
 from wreg._pull.fetch import FetchPool
@@ -63,7 +64,18 @@ from wreg.core.reference import Reference
 if TYPE_CHECKING:
     from wreg._http import Registry
 
-__all__ = ["Resolved", "check_room", "pull", "resolve", "resolve_cached", "select_files"]
+__all__ = [
+    "Hooks",
+    "Obtain",
+    "Picks",
+    "Resolved",
+    "check_room",
+    "download",
+    "pull",
+    "resolve",
+    "resolve_cached",
+    "select_files",
+]
 
 
 async def pull(
@@ -116,7 +128,7 @@ async def pull(
                 registry, ref.name, cache, executor, progress, concurrency, inflight_bytes, stats
             )
             progress.start("downloading", sum(e.size for e in todo))
-            await _download(ctx, todo)
+            await download(ctx, todo)
         out = publish(
             cache,
             ref,
@@ -150,10 +162,31 @@ _PERMANENT: Final = frozenset({ErrorKind.INTEGRITY, ErrorKind.NOT_FOUND})
 _NO_ROOM: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
-async def _download(ctx: Context, todo: list[FileEntry]) -> None:
+class Hooks(Protocol):
+    """How a caller (the tensor loader) takes part in assembling files: it picks which
+    chunks to obtain (possibly obtaining some first, to read a header), and hears of
+    each chunk as it is written and verified."""
+
+    async def choose(self, targets: list[Target], obtain: Obtain) -> Picks | None:
+        """The chunks to obtain for ``targets`` (None: all of them, the files complete)."""
+        ...
+
+    def landed(self, t: Target, index: int) -> None:
+        """Chunk ``index`` of ``t`` is written and verified (on the event loop)."""
+        ...
+
+
+# Chunk indices to obtain, by position in the target list.
+Picks = Mapping[int, Collection[int]]
+# Obtain (seed or fetch) some chunks of the targets being assembled; None means all.
+Obtain = Callable[[Picks | None], Awaitable[None]]
+
+
+async def download(ctx: Context, todo: list[FileEntry], hooks: Hooks | None = None) -> None:
     """Make every file of ``todo`` a blob, assembling those no other process is working on
     and waiting for the others; a permanent failure or a full disk leaves none of their
-    partial files."""
+    partial files. With ``hooks`` choosing only some chunks, the files are left partial
+    (their progress records list what landed, for a later pull to resume)."""
     pending = todo
     while pending:
         mine: list[Target] = []
@@ -168,7 +201,7 @@ async def _download(ctx: Context, todo: list[FileEntry]) -> None:
                 mine.append(Target(entry, ctx.cache.temp_path(entry.digest), lock))
         try:
             if mine:
-                await _assemble(ctx, mine)
+                await _assemble(ctx, mine, hooks)
         except (WregError, OSError) as exc:
             permanent = exc.code.kind in _PERMANENT if isinstance(exc, WregError) else False
             if permanent or (isinstance(exc, OSError) and exc.errno in _NO_ROOM):
@@ -185,48 +218,64 @@ async def _download(ctx: Context, todo: list[FileEntry]) -> None:
             await asyncio.sleep(POLL_SECONDS)
 
 
-async def _assemble(ctx: Context, targets: list[Target]) -> None:
+async def _assemble(ctx: Context, targets: list[Target], hooks: Hooks | None = None) -> None:
     """Assemble the (locked) ``targets``: open them, plan, seed, fetch; each is committed
     as soon as its last chunk is written."""
     loop = asyncio.get_running_loop()
     for t in targets:
         open_target(ctx.cache, t)
+        t.remaining = len(t.entry.chunks) - len(t.done)
+        if t.done:
+            resumed = sum(c.size for i, c in enumerate(t.entry.chunks) if i in t.done)
+            ctx.stats.resumed += resumed
+            ctx.progress.advance(resumed)
     entries = [t.entry for t in targets]
-    progress = {t.entry.digest: t.done for t in targets}
-    located = ctx.cache.locate_chunks(planning.pending_chunks(entries, progress))
-    plan = planning.plan(entries, progress, located)
-    for t, file_plan in zip(targets, plan.files, strict=True):
-        t.remaining = file_plan.to_write
-        if file_plan.resumed:
-            ctx.stats.resumed += file_plan.resumed_bytes
-            ctx.progress.advance(file_plan.resumed_bytes)
-    needs: Needs = {
-        digest: [Placement(targets[p.file], p.offset, p.chunk_index) for p in places]
-        for digest, places in plan.places.items()
-    }
-    sizes = plan.sizes
     # Repairs may need any chunk of these files, resumed ones included.
     pool = FetchPool(ctx, max((c.size for e in entries for c in e.chunks), default=1))
     finals: list[asyncio.Future[None]] = []
 
     def written(t: Target, index: int) -> None:
         t.marks.append(index)
+        t.landed.add(index)
         t.remaining -= 1
+        if hooks is not None:
+            hooks.landed(t, index)
         if t.remaining == 0:
             finals.append(asyncio.ensure_future(finalize(ctx, t, pool)))
 
-    flusher = asyncio.ensure_future(flush_periodically(ctx, targets))
-    try:
-        for i in plan.complete:
-            finals.append(asyncio.ensure_future(finalize(ctx, targets[i], pool)))
+    async def obtain(picks: Picks | None) -> None:
+        have = {t.entry.digest: t.done | t.landed for t in targets}
+        only = None
+        if picks is not None:
+            only = {targets[i].entry.digest: picks[i] for i in picks}
+        located = ctx.cache.locate_chunks(planning.pending_chunks(entries, have, only))
+        plan = planning.plan(entries, have, located, only)
+        needs: Needs = {
+            digest: [Placement(targets[p.file], p.offset, p.chunk_index) for p in places]
+            for digest, places in plan.places.items()
+        }
         for batch in seed_batches(plan.seeds, needs):
             copied = await loop.run_in_executor(ctx.executor, seed, batch)
             for digest in copied:
                 for t, _offset, index in needs.pop(digest):
-                    ctx.progress.advance(sizes[digest])
+                    ctx.progress.advance(plan.sizes[digest])
                     written(t, index)
-        await pool.fetch(needs, sizes, written)
+        await pool.fetch(needs, plan.sizes, written)
+
+    flusher = asyncio.ensure_future(flush_periodically(ctx, targets))
+    try:
+        # The hooks choose first: a file complete from the start is committed (and its
+        # descriptor closed) only after they have looked at it.
+        complete = [t for t in targets if t.remaining == 0]
+        picks = None if hooks is None else await hooks.choose(targets, obtain)
+        for t in complete:
+            finals.append(asyncio.ensure_future(finalize(ctx, t, pool)))
+        await obtain(picks)
         await asyncio.gather(*finals)
+        partial = [t for t in targets if t.remaining > 0 and t.marks]
+        if partial:  # a selective load: what landed is recorded, durably, for a later pull
+            await loop.run_in_executor(ctx.executor, sync_all, [t.fd for t in partial])
+            flush(partial, sync=True)
     except BaseException:
         for task in finals:
             task.cancel()

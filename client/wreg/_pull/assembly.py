@@ -64,6 +64,7 @@ class Target:
     fd: int = -1
     record: int = -1
     done: set[int] = field(default_factory=set)  # resumed chunk indices
+    landed: set[int] = field(default_factory=set)  # chunk indices written by this run
     remaining: int = 0  # chunks still to write before the commit
     marks: list[int] = field(default_factory=list)  # written, not yet in the record
 
@@ -137,7 +138,7 @@ async def flush_periodically(ctx: Context, targets: list[Target]) -> None:
         last_sync = time.monotonic()
         pending = [(t, len(t.marks), os.dup(t.fd)) for t in targets if t.fd >= 0 and t.marks]
         try:
-            await loop.run_in_executor(ctx.executor, _sync_all, [fd for _, _, fd in pending])
+            await loop.run_in_executor(ctx.executor, sync_all, [fd for _, _, fd in pending])
         finally:
             for _t, _n, fd in pending:
                 os.close(fd)
@@ -145,7 +146,7 @@ async def flush_periodically(ctx: Context, targets: list[Target]) -> None:
             flush([t], upto=n, sync=True)
 
 
-def _sync_all(fds: list[int]) -> None:
+def sync_all(fds: list[int]) -> None:
     for fd in fds:
         os.fdatasync(fd)
 

@@ -272,7 +272,10 @@ class FetchPool:
         except (BatchesUnsupported, BatchTooLarge):
             return False
         finally:
-            slot.running = None
+            # Cancelled while the thread still runs: keep it, so ``release`` breaks the
+            # read off instead of closing a connection the thread is using.
+            if slot.running is not None and slot.running.done():
+                slot.running = None
         self._ctx.stats.received += slot.batch_received
         for digest in digests:
             self._landed(digest, order)

@@ -82,16 +82,32 @@ def _resumed(entry: FileEntry, progress: Mapping[str, Collection[int]]) -> froze
     return frozenset(i for i in progress.get(entry.digest, ()) if 0 <= i < len(entry.chunks))
 
 
+def _skipped(
+    entry: FileEntry,
+    progress: Mapping[str, Collection[int]],
+    only: Mapping[str, Collection[int]] | None,
+) -> Collection[int]:
+    """Chunk indices of ``entry`` not to plan: resumed, or outside ``only``."""
+    resumed = _resumed(entry, progress)
+    if only is None:
+        return resumed
+    chosen = only.get(entry.digest, ())
+    return resumed | frozenset(i for i in range(len(entry.chunks)) if i not in chosen)
+
+
 def pending_chunks(
-    files: Sequence[FileEntry], progress: Mapping[str, Collection[int]] | None = None
+    files: Sequence[FileEntry],
+    progress: Mapping[str, Collection[int]] | None = None,
+    only: Mapping[str, Collection[int]] | None = None,
 ) -> list[str]:
-    """The distinct chunks of ``files`` not resumed: those to look up in the cache."""
+    """The distinct chunks of ``files`` not resumed (and in ``only``, when given): those
+    to look up in the cache."""
     progress = progress or {}
     wanted: dict[str, None] = {}
     for e in files:
-        resumed = _resumed(e, progress)
+        skipped = _skipped(e, progress, only)
         for index, chunk in enumerate(e.chunks):
-            if index not in resumed:
+            if index not in skipped:
                 wanted.setdefault(chunk.digest)
     return list(wanted)
 
@@ -100,11 +116,14 @@ def plan(
     files: Sequence[FileEntry],
     progress: Mapping[str, Collection[int]] | None = None,
     located: Mapping[str, ChunkLocation] | None = None,
+    only: Mapping[str, Collection[int]] | None = None,
 ) -> Plan:
     """The plan for assembling ``files`` (distinct by digest; a repeated one is planned
     once), given ``progress`` (file digest -> chunk indices an interrupted pull recorded
     as written and verified; out-of-range indices are ignored) and ``located`` (chunk
-    digest -> a cached blob holding it)."""
+    digest -> a cached blob holding it). With ``only`` (file digest -> chunk indices), a
+    partial plan: just those chunks of each file (a selective load); a file ``only``
+    does not name gets none."""
     progress = progress or {}
     located = located or {}
     seen: set[str] = set()
@@ -116,10 +135,11 @@ def plan(
             continue
         seen.add(entry.digest)
         resumed = _resumed(entry, progress)
+        skipped = _skipped(entry, progress, only)
         position = len(planned)
         to_write = 0
         for index, (offset, chunk) in enumerate(entry.chunk_offsets()):
-            if index in resumed:
+            if index in skipped:
                 continue
             places.setdefault(chunk.digest, []).append(Place(position, offset, index))
             sizes[chunk.digest] = chunk.size

@@ -19,6 +19,7 @@ from wreg.cli._common import (
     human_size,
     progress,
 )
+from wreg.core.errors import ErrorCode
 
 
 @app.command()
@@ -105,6 +106,23 @@ def pull(
             "or reflink (for a DIR you will write into), symlink (to the cached blob).",
         ),
     ] = Link.hardlink,
+    tensors: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tensors",
+            help="Only tensors whose name matches this glob (repeatable); needs -o. "
+            "Safetensors files in DIR then hold just those tensors.",
+            metavar="GLOB",
+        ),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="Only rank R's part of every tensor's dim 0, of W near-equal parts; needs -o.",
+            metavar="R/W",
+        ),
+    ] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -112,8 +130,15 @@ def pull(
     """Download a model into the node cache (and DIR with -o), verifying every byte.
 
     Resumes an interrupted pull; waits for (and reuses) another process pulling the
-    same files on this node.
+    same files on this node. With --tensors or --shard, only the chunks holding the
+    selected tensor bytes are fetched (they stay in the cache as partial files a later
+    pull completes) and DIR gets valid safetensors files holding only them.
     """
+    if tensors or shard is not None:
+        _pull_tensors(
+            ref, output, include, exclude, offline, force, tensors, shard, url, token, as_json
+        )
+        return
     with errors(), progress(not as_json) as bars:
         registry = client(url, token)
         registry.offline = registry.offline or offline
@@ -134,6 +159,54 @@ def pull(
         f"  {r.files} files, {human_size(r.bytes_total)}; "
         f"downloaded {human_size(r.bytes_downloaded)}, "
         f"from cache {human_size(r.bytes_from_cache)}\n  {r.path}",
+    )
+
+
+def _pull_tensors(
+    ref: str,
+    output: Path | None,
+    include: list[str] | None,
+    exclude: list[str] | None,
+    offline: bool,
+    force: bool,
+    tensors: list[str] | None,
+    shard: str | None,
+    url: str | None,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    with errors(), progress(not as_json) as bars:
+        if output is None:
+            raise ErrorCode.SELECTION_INVALID.error(
+                "--tensors/--shard write new safetensors files: give -o DIR"
+            )
+        parsed_shard = None
+        if shard is not None:
+            rank, _, world = shard.partition("/")
+            if not (rank.isdigit() and world.isdigit()):
+                raise ErrorCode.SELECTION_INVALID.error(
+                    f"--shard {shard!r}: give RANK/WORLD, e.g. 0/2"
+                )
+            parsed_shard = (int(rank), int(world))
+        registry = client(url, token)
+        registry.offline = registry.offline or offline
+        r = registry.pull_tensors(
+            ref,
+            output,
+            tensors=tensors,
+            shard=parsed_shard,
+            include=include or (),
+            exclude=exclude or (),
+            force=force,
+            progress=bars,
+        )
+    emit(
+        as_json,
+        r,
+        f"pulled {r['tensors']} tensors of {ref} {r['manifest']}\n"
+        f"  {human_size(r['bytes_tensors'])} of tensors; fetched {human_size(r['bytes_fetched'])} "
+        f"of the model's {human_size(r['bytes_model'])} "
+        f"({human_size(r['bytes_downloaded'])} on the wire)\n  {r['path']}",
     )
 
 

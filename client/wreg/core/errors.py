@@ -249,6 +249,26 @@ class ErrorCode(Enum):
         " it.",
         _K.INTEGRITY,
     )
+    TENSORS_INVALID = (
+        None,
+        "not a valid safetensors file",
+        "A file being loaded as tensors has a header that does not parse or declares"
+        " tensors outside the file, overlapping, or of the wrong byte size.",
+        _K.INVALID,
+    )
+    TENSORS_UNSUPPORTED = (
+        None,
+        "a tensor cannot be loaded",
+        "A tensor's dtype has no numpy/torch type here, or the file is not safetensors.",
+        _K.INVALID,
+    )
+    SELECTION_INVALID = (
+        None,
+        "invalid tensor selection",
+        "`tensors=`, `rows=` or `shard=` (`--tensors`, `--shard`) is malformed or selects"
+        " no tensor of the model.",
+        _K.INVALID,
+    )
 
     def __init__(self, status: int | None, message: str, description: str, kind: ErrorKind) -> None:
         self.status = status
