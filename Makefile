@@ -3,8 +3,16 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The torch suite's environment: .venv plus torch. .venv itself stays without torch (the
+# client must work without it). The pin is the CPU build in /opt/wheels (find-links); an
+# unpinned `torch` would download a multi-GB CUDA build.
+TORCH_VENV  := .venv-torch
+TORCH_BIN   := $(TORCH_VENV)/bin
+TORCH_STAMP := $(TORCH_VENV)/.installed
+TORCH_PIN   := torch==2.13.0
 
-.PHONY: install run test test-fast check lint format docs bench bench-tools soak clean
+.PHONY: install install-torch run test test-torch test-fast check lint format docs bench \
+	bench-tools soak clean
 
 install: $(STAMP)
 
@@ -14,14 +22,31 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[server,dev]'
 	touch $@
 
+install-torch: $(TORCH_STAMP)
+
+$(TORCH_STAMP): pyproject.toml
+	test -x $(TORCH_BIN)/python || $(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_BIN)/python -m pip install --quiet --upgrade pip
+	$(TORCH_BIN)/python -m pip install --quiet -e '.[server,dev,torch]' '$(TORCH_PIN)'
+	touch $@
+
 ## make run: start a server on the embedded default, push the real model, pull it back, verify.
 run: install
 	$(BIN)/python scripts/quickstart.py
 
-## make test: run the whole suite (every backend; starts PostgreSQL and moto itself).
+## make test: run the whole suite (every backend; starts PostgreSQL and moto itself), then
+## the torch suite (tests/torch) in .venv-torch. Both run even when the first fails.
 ## It never stops at lint: CI runs `make test` and `make lint` as two steps, both required.
-test: install
-	$(BIN)/python -m pytest
+test: install install-torch
+	status=0; \
+	$(BIN)/python -m pytest || status=$$?; \
+	WREG_REQUIRE_TORCH=1 $(TORCH_BIN)/python -m pytest tests/torch || status=$$((status ? status : $$?)); \
+	exit $$status
+
+## make test-torch: only the torch suite, in .venv-torch (built once, rebuilt when
+## pyproject.toml changes). Without torch it fails rather than skips (WREG_REQUIRE_TORCH=1).
+test-torch: install-torch
+	WREG_REQUIRE_TORCH=1 $(TORCH_BIN)/python -m pytest tests/torch
 
 ## make test-fast: core, client and server tests on SQLite + files only, first failure stops.
 test-fast: install
@@ -70,4 +95,4 @@ soak: install
 	$(BIN)/python bench/load.py --duration 60 --models 4 --max-rss-growth-mib 16
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TORCH_VENV) .mypy_cache .ruff_cache .pytest_cache

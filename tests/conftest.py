@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.services import postgres as pg
 from tests.services.moto import MotoS3, moto_server
+
+_TORCH_SUITE = Path(__file__).resolve().parent / "torch"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave tests/torch out where torch is not installed (.venv), unless it is named.
+
+    The torch suite runs in .venv-torch (``make test-torch``); named on the command line
+    without torch, its conftest skips it (or, with WREG_REQUIRE_TORCH=1, fails the session).
+    """
+    if collection_path != _TORCH_SUITE or importlib.util.find_spec("torch") is not None:
+        return None
+    here = config.invocation_params.dir
+    for arg in config.args:
+        named = (here / arg.split("::", 1)[0]).resolve()
+        if named == _TORCH_SUITE or _TORCH_SUITE in named.parents:
+            return None
+    return True
 
 
 @pytest.fixture(scope="session")
