@@ -10,6 +10,8 @@ TORCH_VENV  := .venv-torch
 TORCH_BIN   := $(TORCH_VENV)/bin
 TORCH_STAMP := $(TORCH_VENV)/.installed
 TORCH_PIN   := torch==2.13.0
+# What the torch suite loads into besides torch: README's transformers example is a test.
+TORCH_WITH  := 'transformers>=4.45'
 
 .PHONY: install install-torch run test test-torch test-fast check lint format docs bench \
 	bench-tools soak clean
@@ -24,10 +26,10 @@ $(STAMP): pyproject.toml
 
 install-torch: $(TORCH_STAMP)
 
-$(TORCH_STAMP): pyproject.toml
+$(TORCH_STAMP): pyproject.toml Makefile
 	test -x $(TORCH_BIN)/python || $(PYTHON) -m venv $(TORCH_VENV)
 	$(TORCH_BIN)/python -m pip install --quiet --upgrade pip
-	$(TORCH_BIN)/python -m pip install --quiet -e '.[server,dev,torch]' '$(TORCH_PIN)'
+	$(TORCH_BIN)/python -m pip install --quiet -e '.[server,dev,torch]' '$(TORCH_PIN)' $(TORCH_WITH)
 	touch $@
 
 ## make run: start a server on the embedded default, push the real model, pull it back, verify.
