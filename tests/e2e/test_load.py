@@ -146,7 +146,7 @@ def test_stream_yields_each_tensor_once_while_the_download_goes_on(
     assert sorted(seen) == sorted(expected)
     assert len(seen) == len(set(seen))
     assert served_at_first is not None
-    assert served_at_first < counted.served / 2  # the first tensor came early
+    assert served_at_first < counted.served / 4  # the first tensor came early
 
 
 def test_a_corrupt_chunk_stops_its_tensor_and_nothing_wrong_is_yielded(

@@ -36,7 +36,7 @@ from wreg._load.select import Selection, Want, choose, chunk_span, chunk_starts
 from wreg._progress import Progress
 from wreg._pull import Obtain, Picks, check_room, download, resolve, resolve_cached, select_files
 from wreg._pull import plan as planning
-from wreg._pull.assembly import Context, Stats, Target
+from wreg._pull.assembly import Context, Needs, Placement, Stats, Target
 from wreg._pull.commit import bad_chunks, publish
 from wreg.core.errors import ErrorCode
 from wreg.core.manifest import FileEntry
@@ -136,6 +136,8 @@ class Loader:
         self._stats = stats
         self._files: dict[str, _File] = {}  # file digest -> state
         self._names: dict[str, str] = {}  # tensor name -> the file path holding it
+        # (file digest, chunk index) -> fetch rank: the chunks of small tensors first
+        self._priority: dict[tuple[str, int], int] = {}
         self.sources = sources  # every descriptor opened: the load closes them
         self.served: set[str] = set()  # file digests whose tensors were all handed out
 
@@ -208,11 +210,13 @@ class Loader:
             head = await loop.run_in_executor(None, _pread_all, state.source.fd, length, 0)
             state.header = state.source.header = headers.parse(head, entry.size, entry.path)
         wanted: dict[int, set[int]] = {}
+        spans: list[tuple[int, int, str, range]] = []  # (chunks, begin, file, chunk span)
         for i, state in mine.items():
             assert state.header is not None  # noqa: S101 - narrows: parsed just above
             wanted[i] = set()
             for want in self._wants(state.source.entry, state.header):
                 chunks = chunk_span(state.source.entry, want.begin, want.end, state.starts)
+                spans.append((len(chunks), want.begin, state.source.entry.digest, chunks))
                 wanted[i].update(chunks)
                 missing = [c for c in chunks if c not in state.present]
                 if not missing:
@@ -221,6 +225,11 @@ class Loader:
                 pending = _Pending(want, len(missing))
                 for c in missing:
                     state.waiting.setdefault(c, []).append(pending)
+        # Fetch order: the tensors needing the fewest chunks first, so the first tensors
+        # are ready at once and the largest arrive last (the total is the same).
+        for rank, (_n, _begin, file_digest, chunks) in enumerate(sorted(spans)):
+            for c in chunks:
+                self._priority.setdefault((file_digest, c), rank)
         if self._selection.everything:
             everything = {i: set(range(len(t.entry.chunks))) for i, t in enumerate(targets)}
             await self._verify_resumed(targets, everything)
@@ -262,6 +271,16 @@ class Loader:
             for c in todo:
                 if c not in bad:
                     self._present(state, c)
+
+    def order(self, needs: Needs) -> Needs:
+        last = len(self._priority)
+
+        def key(item: tuple[str, list[Placement]]) -> int:
+            return min(
+                self._priority.get((p.target.entry.digest, p.chunk_index), last) for p in item[1]
+            )
+
+        return dict(sorted(needs.items(), key=key))
 
     def landed(self, t: Target, index: int) -> None:
         state = self._files.get(t.entry.digest)

@@ -175,6 +175,10 @@ class Hooks(Protocol):
         """Chunk ``index`` of ``t`` is written and verified (on the event loop)."""
         ...
 
+    def order(self, needs: Needs) -> Needs:
+        """The chunks to obtain in the order to fetch them (default: manifest order)."""
+        ...
+
 
 # Chunk indices to obtain, by position in the target list.
 Picks = Mapping[int, Collection[int]]
@@ -254,6 +258,8 @@ async def _assemble(ctx: Context, targets: list[Target], hooks: Hooks | None = N
             digest: [Placement(targets[p.file], p.offset, p.chunk_index) for p in places]
             for digest, places in plan.places.items()
         }
+        if hooks is not None:
+            needs = hooks.order(needs)
         for batch in seed_batches(plan.seeds, needs):
             copied = await loop.run_in_executor(ctx.executor, seed, batch)
             for digest in copied:
