@@ -86,3 +86,14 @@ def test_staging_ring_copies_every_tensor_piece_by_piece(
         big += part.numel() * part.element_size() > 128 << 10
         assert torch.equal(got[name], part), name
     assert big > 10  # many tensors went through the ring in several pieces
+
+
+def test_a_device_torch_cannot_reach_is_one_clear_error(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    client = wreg.Client(server.url, cache_dir=tmp_path / "cache")
+    if not torch.cuda.is_available():
+        with pytest.raises(wreg.WregError, match="no CUDA device"):
+            client.load("torch/fp32@v1", framework="torch", device="cuda:0")
+    with pytest.raises(wreg.WregError, match="device='gpu9'"):
+        client.load("torch/fp32@v1", framework="torch", device="gpu9")

@@ -218,7 +218,14 @@ class Materializer:
             raise ErrorCode.TENSORS_UNSUPPORTED.error(
                 "framework='torch' needs torch: pip install 'wreg[torch]'"
             ) from None
-        self._device = torch.device(device or "cpu")
+        try:
+            self._device = torch.device(device or "cpu")
+        except RuntimeError as exc:
+            raise ErrorCode.SELECTION_INVALID.error(f"device={device!r}: {exc}") from None
+        if self._device.type == "cuda" and not torch.cuda.is_available():
+            raise ErrorCode.TENSORS_UNSUPPORTED.error(
+                f"device={device!r}: this torch has no CUDA device (torch {torch.__version__})"
+            )
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype, None)
             if not isinstance(dtype, torch.dtype):
