@@ -337,3 +337,25 @@ def test_cli_pull_tensors_writes_files_safetensors_opens(
     )
     one_line_error(again, "exists")
     assert os.path.exists(out / WEIGHTS_FILE)
+
+
+def test_bytes_downloaded_counts_every_chunk_on_the_wire(
+    pushed: dict[str, Path], server: RunningServer, tmp_path: Path
+) -> None:
+    """Every encoded byte fetched is counted once (concurrent fetches used to lose
+    updates: ``stats.received += await ...`` reads the counter before the await)."""
+    model = pushed["load/fp32@v1"]
+    digests: set[str] = set()
+    for f in model.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            for spec in plan_file(f):
+                digests.add(digest_bytes(data[spec.offset : spec.offset + spec.length]))
+    stored = {p.name: p.stat().st_size for p in (server.data / "objects").rglob("*") if p.is_file()}
+    expected = sum(stored[d.split(":")[1]] for d in digests)
+    stream = wreg.Client(server.url, cache_dir=tmp_path / "a").stream("load/fp32@v1")
+    for _ in stream:
+        pass
+    assert stream.stats.bytes_downloaded == expected
+    pulled = wreg.Client(server.url, cache_dir=tmp_path / "b").pull("load/fp32@v1")
+    assert pulled.bytes_downloaded == expected

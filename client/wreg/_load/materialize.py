@@ -2,8 +2,9 @@
 
 * CPU (numpy, or torch with ``device="cpu"``): a tensor of at least ``MAP_MIN`` bytes is
   a copy-on-write memory map of its file range (zero copy: the page cache is the
-  memory; writing into the array never reaches the file); a smaller one is read into
-  fresh memory, so a model of many small tensors does not use up the process's maps.
+  memory; writing into the array never reaches the file; a copy would pay fresh pages'
+  faults on top); a smaller one is read into fresh
+  memory, and so is any tensor once the process is out of maps (``vm.max_map_count``).
 * A torch device (``device="cuda:0"``): the bytes go through a small ring of pinned host
   buffers (``Staging``) and are copied to the device asynchronously, piece by piece, so
   host memory stays bounded by the ring whatever the model's size.
@@ -28,7 +29,7 @@ from wreg.core.errors import ErrorCode
 if TYPE_CHECKING:
     import torch
 
-MAP_MIN: Final = 1 << 20
+MAP_MIN: Final = 64 << 10
 _PAGE: Final = mmap.ALLOCATIONGRANULARITY
 # Pinned staging for device loads: this many buffers of this many bytes.
 STAGING_BUFFERS: Final = 4

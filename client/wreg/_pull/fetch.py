@@ -167,11 +167,13 @@ class FetchPool:
                 if job.future.done():  # its caller went away
                     continue
                 if slot is None:
-                    slot = _Slot(
-                        self._ctx.registry.chunk_reader(),
-                        _buffers.take(self.size),
-                        _buffers.take(self.size),
-                    )
+                    # Fresh buffers are zeroed as they are made: in a fetch thread, so the
+                    # event loop goes on dispatching (a pull's first chunk waited ~0.1 s
+                    # for every worker's buffers otherwise).
+                    threads = self._threads
+                    assert threads is not None  # noqa: S101 - narrows: made before any worker
+                    encoded, raw = await asyncio.wrap_future(threads.submit(self._buffers))
+                    slot = _Slot(self._ctx.registry.chunk_reader(), encoded, raw)
                 if me is not None:
                     self._running[me] = job
                 try:
@@ -194,6 +196,9 @@ class FetchPool:
                 self._workers.discard(me)
             if slot is not None:
                 slot.release(self._ctx.inflight_bytes)
+
+    def _buffers(self) -> tuple[bytearray, bytearray]:
+        return _buffers.take(self.size), _buffers.take(self.size)
 
     async def _run(self, job: _Job, slot: _Slot) -> bool:
         if isinstance(job.work, str):
@@ -237,7 +242,8 @@ class FetchPool:
             )
             return asyncio.wrap_future(slot.running)
 
-        self._ctx.stats.received += await with_retries(attempt)
+        n = await with_retries(attempt)  # not ``stats.received += await``: it loses updates
+        self._ctx.stats.received += n
         slot.running = None
         self._landed(digest, order)
 
