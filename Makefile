@@ -71,7 +71,7 @@ docs: install
 	$(BIN)/python scripts/error_table.py README.md
 
 ## make bench: every benchmark (about 25 minutes); figures go to bench/RESULTS.md with --write.
-bench: install bench-tools
+bench: install install-torch bench-tools
 	$(BIN)/python bench/chunk_sizes.py
 	$(BIN)/python bench/codec.py
 	$(BIN)/python bench/s3_clients.py
@@ -80,9 +80,13 @@ bench: install bench-tools
 	$(BIN)/python bench/transfer.py
 	$(BIN)/python bench/many_chunks.py --singles-chunks 0
 	$(BIN)/python bench/memory_scaling.py
+	$(BIN)/python bench/loading.py
 
-# The baselines the benches compare against, from Debian's packages.
-bench-tools:
+# The baselines the benches compare against, from Debian's packages (and Run:ai's
+# streamer, a loader baseline, from PyPI into the torch environment: it needs torch).
+bench-tools: install-torch
+	$(TORCH_BIN)/python -c 'import runai_model_streamer' 2>/dev/null \
+		|| $(TORCH_BIN)/python -m pip install --quiet runai-model-streamer
 	@command -v nginx >/dev/null && command -v casync >/dev/null && test -x /usr/bin/time \
 		&& command -v curl >/dev/null || { apt-get update -q && \
 		apt-get install -y -q --no-install-recommends nginx-light casync time curl; }
