@@ -9,6 +9,7 @@ configured in-flight budget.
 
 from __future__ import annotations
 
+import mmap
 import threading
 from typing import Final
 
@@ -19,6 +20,7 @@ ENCODING_SLACK: Final = 64 * KiB
 
 _lock = threading.Lock()
 _free: dict[int, list[bytearray]] = {}
+_free_lazy: dict[int, list[memoryview]] = {}
 _retained_limit = 256 * MiB
 
 
@@ -36,14 +38,31 @@ def take(size: int) -> bytearray:
     return bytearray(size)
 
 
-def give(buf: bytearray, limit: int | None = None) -> None:
+def take_lazy(size: int) -> memoryview:
+    """A writable buffer of exactly ``size`` bytes whose fresh pages are mapped as they
+    are first written (anonymous ``mmap``), not zeroed up front as a ``bytearray`` is:
+    making a fetch worker's buffers costs nothing before its first read, and the faults
+    happen in the socket read, outside the GIL. Reused when one is free."""
+    with _lock:
+        free = _free_lazy.get(size)
+        if free:
+            return free.pop()
+    return memoryview(mmap.mmap(-1, size))
+
+
+def give(buf: bytearray | memoryview, limit: int | None = None) -> None:
     """Return ``buf`` to the free list (dropped if the list already holds ``limit``)."""
     global _retained_limit
     with _lock:
         if limit is not None:
             _retained_limit = limit
         held = sum(len(b) for bufs in _free.values() for b in bufs)
-        if held + len(buf) <= _retained_limit:
+        held += sum(len(b) for views in _free_lazy.values() for b in views)
+        if held + len(buf) > _retained_limit:
+            return
+        if isinstance(buf, memoryview):
+            _free_lazy.setdefault(len(buf), []).append(buf)
+        else:
             _free.setdefault(len(buf), []).append(buf)
 
 

@@ -60,6 +60,7 @@ class Client:
         self.timeout = settings.timeout
         self.offline = settings.offline if offline is None else offline
         self.inflight_bytes = inflight_bytes or settings.inflight_bytes
+        self.fetch_run_bytes = settings.fetch_run_bytes
         self.cache_shared: SharingSetting = settings.cache_shared
         self.cache_trusted = settings.trusted_uids
 
@@ -71,7 +72,9 @@ class Client:
     def _registry(self) -> Registry:
         from wreg._http import Registry
 
-        return Registry(self.url, self.token, self.concurrency, self.timeout)
+        registry = Registry(self.url, self.token, self.concurrency, self.timeout)
+        registry.run_bytes = self.fetch_run_bytes
+        return registry
 
     def _executor(self) -> ThreadPoolExecutor:
         return ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2))

@@ -35,8 +35,14 @@ from urllib.parse import urljoin, urlsplit
 
 from wreg._httpx import httpx
 from wreg.core import batch
+from wreg.core.digest import PREFIX
 from wreg.core.errors import ErrorCode, NotFound, WregError
-from wreg.core.mediatypes import CHUNK_FRAMES_MEDIA_TYPE, CHUNK_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
+from wreg.core.mediatypes import (
+    CHUNK_FRAMES_MEDIA_TYPE,
+    CHUNK_MEDIA_TYPE,
+    LARGE_BATCHES_HEADER,
+    MANIFEST_MEDIA_TYPE,
+)
 from wreg.core.reference import Reference
 from wreg.core.sizes import (
     MAX_BATCH_CHUNKS,
@@ -140,6 +146,12 @@ class Registry:
         # batch succeeded.
         self.batches = True
         self.batches_known = False
+        # Raw bytes of large chunks fetched in one batched request (a "run"; 0: each alone,
+        # on the cacheable GET); set from WREG_FETCH_RUN_BYTES. Off once a batch answer
+        # shows the registry does not send them as cheaply as single GETs (an object
+        # store behind it, where single GETs redirect to the store instead).
+        self.run_bytes = 0
+        self.large_batches = True
 
     async def __aenter__(self) -> Registry:
         # Loading the CA bundle costs ~60 ms; a plain-http registry never needs it (control
@@ -565,7 +577,7 @@ class ChunkReader:
         if self._current is not None:
             self._drop(self._current)
 
-    def get_into(self, name: str, digest: str, buf: bytearray) -> int:
+    def get_into(self, name: str, digest: str, buf: bytearray | memoryview) -> int:
         """One attempt at reading the encoded chunk into ``buf``; returns its length."""
         registry = self._registry
         url = f"{registry.url}/v1/repositories/{name}/chunks/{digest}"
@@ -597,7 +609,9 @@ class ChunkReader:
             )
             return _read_body(r, memoryview(buf), too_large)
 
-    def fetch_into(self, name: str, digests: list[str], buf: bytearray) -> list[tuple[int, int]]:
+    def fetch_into(
+        self, name: str, digests: list[str], buf: bytearray | memoryview
+    ) -> list[tuple[int, int]]:
         """One attempt at ``POST .../chunks/fetch`` (``Registry.fetch_chunks_into``) into
         ``buf``; each chunk's ``(start, end)`` in it, in the order of ``digests``."""
         if len(digests) > MAX_BATCH_CHUNKS:
@@ -618,7 +632,69 @@ class ChunkReader:
             view = memoryview(buf)
             n = _read_body(r, view, BatchTooLarge())
             registry.batches_known = True
+            if r.getheader(LARGE_BATCHES_HEADER) != "yes":
+                registry.large_batches = False
             return _spans(view[:n], digests)
+
+    def fetch_each(
+        self,
+        name: str,
+        digests: list[str],
+        buf: bytearray | memoryview,
+        each: Callable[[int, memoryview], None],
+    ) -> int:
+        """One attempt at ``POST .../chunks/fetch`` for a run of large chunks, read one
+        frame at a time: each chunk's encoded bytes land in ``buf`` (which holds one
+        chunk, not the run) and ``each(index, encoded)`` runs on them before the next
+        frame is read. Frames must be ``digests`` in order. Returns the chunk bytes read.
+        Whether the registry sends large batches as cheaply as single GETs (the answer's
+        ``LARGE_BATCHES_HEADER``) is noted on it (``Registry.large_batches``)."""
+        if len(digests) > MAX_BATCH_CHUNKS:
+            raise ValueError(f"at most {MAX_BATCH_CHUNKS} chunks per batch")
+        registry = self._registry
+        url = f"{registry.url}/v1/repositories/{name}/chunks/fetch"
+        headers = {**registry._headers, "Content-Type": "application/json"}
+        what = f"download of {len(digests)} chunks"
+        with self._attempt(what):
+            body = json.dumps({"digests": digests}).encode()
+            connection, r = self._send(url, headers, body)
+            if r.status >= 400:
+                answer = r.read(_ERROR_BODY_LIMIT)
+                _discard(connection, r)
+                if registry._no_batches(r.status, answer):
+                    raise BatchesUnsupported
+                _fail(http_error(r.status, answer, r.getheader("x-request-id"), what), r.status)
+            registry.batches_known = True
+            if r.getheader(LARGE_BATCHES_HEADER) != "yes":
+                registry.large_batches = False
+            header = bytearray(batch.FRAME_HEADER_SIZE)
+            view = memoryview(buf)
+            total = 0
+            for index, digest in enumerate(digests):
+                if _read_exactly(r, memoryview(header)) < len(header):
+                    raise http.client.IncompleteRead(b"")
+                raw_digest, length = batch.FRAME_HEADER.unpack(header)
+                if PREFIX + raw_digest.hex() != digest:
+                    r.close()
+                    raise ErrorCode.CHUNK_INVALID.error(
+                        f"the registry answered chunk {PREFIX + raw_digest.hex()} where "
+                        f"{digest} was asked for"
+                    )
+                if length > len(view):
+                    r.close()
+                    raise ErrorCode.CHUNK_INVALID.error(
+                        f"chunk {digest} is larger than the manifest allows"
+                    )
+                if _read_exactly(r, view[:length]) < length:
+                    raise http.client.IncompleteRead(b"", length)
+                each(index, view[:length])
+                total += length
+            if r.read(1):
+                r.close()
+                raise ErrorCode.CHUNK_INVALID.error(
+                    f"the registry answered more than the {len(digests)} chunks asked for"
+                )
+            return total
 
     def _unreachable(self, exc: BaseException, what: str, redirected_to: str | None) -> WregError:
         registry = self._registry
@@ -654,6 +730,17 @@ def _discard(connection: http.client.HTTPConnection, r: http.client.HTTPResponse
     rest = r.read(_ERROR_BODY_LIMIT)
     if not r.isclosed() or len(rest) >= _ERROR_BODY_LIMIT:
         connection.close()
+
+
+def _read_exactly(r: http.client.HTTPResponse, view: memoryview) -> int:
+    """Read into all of ``view`` unless the body ends first; the bytes read."""
+    n = 0
+    while n < len(view):
+        got = r.readinto(view[n:])
+        if not got:
+            break
+        n += got
+    return n
 
 
 def _read_body(r: http.client.HTTPResponse, view: memoryview, too_large: Exception) -> int:

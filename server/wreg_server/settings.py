@@ -151,6 +151,13 @@ class ServerSettings(BaseSettings):
         gt=0,
         description="encoded bytes (frames included) of a batched fetch's answer or upload's body",
     )
+    large_batches: bool = Field(
+        default=True,
+        description="tell clients (x-wreg-large-batches) that batched fetches of large "
+        "chunks cost no more than single GETs here (file store: sent with sendfile); off "
+        "when an HTTP cache or CDN in front serves the single GETs (deploy/nginx-cache.conf "
+        "drops the header itself)",
+    )
 
     @model_validator(mode="before")
     @classmethod

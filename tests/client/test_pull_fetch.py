@@ -34,6 +34,8 @@ class FakeRegistry:
         self.delay = delay
         self.batches = False
         self.batches_known = False
+        self.run_bytes = 0
+        self.large_batches = False
         self.batch_calls = 0
         self.reading = 0
         self.most_reading = 0
@@ -199,3 +201,26 @@ def test_a_chunk_larger_than_the_pool_allows_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="larger than this fetch pool"):
         asyncio.run(go())
     os.close(t.fd)
+
+
+def test_jobs_batch_small_chunks_and_run_large_ones_in_order() -> None:
+    from wreg._pull.fetch import Run, jobs_for
+    from wreg.core.sizes import MiB
+
+    sizes = {f"s{i}": 100_000 for i in range(5)} | {f"L{i}": 3 * MiB for i in range(7)}
+    order = ["L0", "s0", "L1", "s1", "L2", "s2", "L3", "L4", "s3", "L5", "s4", "L6"]
+    needs: dict[str, list[Any]] = {d: [] for d in order}
+    budget = 4 * MiB + (64 << 10)
+    jobs = jobs_for(needs, sizes, budget, True, 10 * MiB)
+    assert jobs == [
+        Run(("L0", "L1", "L2")),
+        Run(("L3", "L4", "L5")),
+        ["s0", "s1", "s2", "s3", "s4"],
+        "L6",
+    ]
+    # Runs off (WREG_FETCH_RUN_BYTES=0): each large chunk alone, the small ones batched.
+    assert jobs_for(needs, sizes, budget, True, 0) == [
+        "L0", "L1", "L2", "L3", "L4", "L5", "L6", ["s0", "s1", "s2", "s3", "s4"]
+    ]  # fmt: skip
+    # No batched routes: every chunk alone, in order.
+    assert jobs_for(needs, sizes, budget, False, 10 * MiB) == order

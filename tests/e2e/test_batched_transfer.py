@@ -1,6 +1,7 @@
-"""The client sends small chunks in batches (``.../chunks/upload``, ``.../chunks/fetch``)
-and large ones alone, still verifies every chunk of a batch, and falls back to one
-request per chunk against a registry without the batched routes.
+"""The client sends small chunks in batches (``.../chunks/upload``, ``.../chunks/fetch``),
+fetches large ones in runs (batches read frame by frame) where the registry sends them
+as cheaply as single GETs and alone elsewhere, still verifies every chunk of a batch,
+and falls back to one request per chunk against a registry without the batched routes.
 
 A counting proxy (in a thread) sits between ``wreg.Client`` and a real ``wreg-server``;
 it can also flip a byte of a batch answer, or answer the batched routes 405 as a
@@ -23,6 +24,8 @@ from aiohttp import web
 from tests.e2e.proxy import forward
 from wreg import Client
 from wreg.core.errors import IntegrityError
+from wreg.core.mediatypes import LARGE_BATCHES_HEADER
+from wreg.core.sizes import MiB
 from wreg.testing.servers import RunningServer
 from wreg.testing.webapps import start_app
 
@@ -40,6 +43,8 @@ class CountingProxy:
         self.corrupt_fetch = False  # flip the last byte of the next batch answer
         self.old_server = False  # answer the batched routes as a registry without them
         self.unavailable = 0  # answer this many batched requests 503 (transient)
+        self.costly_batches = False  # drop the header saying large batches are cheap
+        self.gets: list[str] = []  # the digests of single-chunk GETs
         self.url = ""
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -67,6 +72,8 @@ class CountingProxy:
             kind = self.kind(request.method, request.path)
             if kind is not None:
                 self.counts[kind] += 1
+            if kind == "get":
+                self.gets.append(request.path.rsplit("/", 1)[1])
             if self.unavailable and kind in ("fetch", "upload"):
                 self.unavailable -= 1
                 return web.json_response(
@@ -84,7 +91,10 @@ class CountingProxy:
             if kind == "fetch" and answer.status == 200 and self.corrupt_fetch and payload:
                 self.corrupt_fetch = False
                 payload = payload[:-1] + bytes([payload[-1] ^ 0x01])
-            return web.Response(status=answer.status, body=payload, headers=answer.headers)
+            headers = answer.headers
+            if self.costly_batches:
+                headers = {k: v for k, v in headers.items() if k.lower() != LARGE_BATCHES_HEADER}
+            return web.Response(status=answer.status, body=payload, headers=headers)
 
         app.router.add_route("*", "/{tail:.*}", handle)
         runner, port = await start_app(app)
@@ -197,3 +207,84 @@ def test_a_failed_batch_is_retried_like_a_single_request(
     assert uploads >= 2  # the refused batch, sent again
     assert proxy.counts["fetch"] >= 2
     assert proxy.counts["get"] < SMALL_FILES // 10  # still batched after the retry
+
+
+def make_large(root: Path, size: int = 24 << 20) -> tuple[dict[str, bytes], dict[str, int]]:
+    """A model of one file cut mostly into large chunks; (files, digest -> size of its
+    chunks of at least 1 MiB, which travel in runs)."""
+    from wreg.core.chunking import plan_file
+    from wreg.core.digest import digest_bytes
+
+    root.mkdir(parents=True)
+    data = os.urandom(size)
+    (root / "weights.bin").write_bytes(data)
+    large = {
+        digest_bytes(data[s.offset : s.offset + s.length]): s.length
+        for s in plan_file(root / "weights.bin")
+        if s.length >= MiB
+    }
+    assert len(large) >= 4
+    return {"weights.bin": data}, large
+
+
+def test_large_chunks_travel_in_runs_unless_told_not_to(
+    proxy: CountingProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files, large = make_large(tmp_path / "model")
+    Client(proxy.url, cache_dir=tmp_path / "push").push(tmp_path / "model", "batch/runs@v1")
+    proxy.counts.clear()
+    pulled = Client(proxy.url, cache_dir=tmp_path / "a").pull("batch/runs@v1", tmp_path / "a-out")
+    assert read_tree(tmp_path / "a-out") == files
+    alone = large.keys() & set(proxy.gets)
+    assert len(alone) <= 1  # every large chunk came in a run (or a run's last, alone)
+    assert 1 <= proxy.counts["fetch"] <= 3 + len(large) // 2
+    assert pulled.chunks_downloaded >= len(large)
+    monkeypatch.setenv("WREG_FETCH_RUN_BYTES", "0")  # e.g. a CDN serves the single GETs
+    proxy.gets.clear()
+    Client(proxy.url, cache_dir=tmp_path / "b").pull("batch/runs@v1", tmp_path / "b-out")
+    assert read_tree(tmp_path / "b-out") == files
+    assert large.keys() <= set(proxy.gets)
+
+
+def test_large_chunks_go_alone_where_batches_are_not_cheap(
+    proxy: CountingProxy, tmp_path: Path
+) -> None:
+    """A registry whose batch answers lack ``x-wreg-large-batches`` (an object store
+    behind it: its single GETs redirect there) gets single GETs for the large chunks from
+    the first answer that says so on (small ones still go in batches)."""
+    files, large = make_large(tmp_path / "model")
+    Client(proxy.url, cache_dir=tmp_path / "push").push(tmp_path / "model", "batch/costly@v1")
+    proxy.costly_batches = True
+    proxy.gets.clear()
+    proxy.counts.clear()
+    client = Client(proxy.url, cache_dir=tmp_path / "pull", concurrency=1)
+    client.pull("batch/costly@v1", tmp_path / "out")
+    assert read_tree(tmp_path / "out") == files
+    in_runs = large.keys() - set(proxy.gets)
+    # Told by the first batch answer (or by the first run, if no small chunk came first).
+    assert sum(large[d] for d in in_runs) <= 16 * MiB
+    assert proxy.counts["fetch"] <= 2
+
+
+def test_a_flipped_byte_in_a_run_is_an_integrity_error(
+    proxy: CountingProxy, tmp_path: Path
+) -> None:
+    """One tensor of random bytes: three 4 MiB chunks, one run (the header chunk goes
+    alone), so the answer the proxy corrupts is the run's."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    model = tmp_path / "model"
+    model.mkdir()
+    data = np.frombuffer(os.urandom(12 << 20), np.uint8)
+    save_file({"w": data}, str(model / "model.safetensors"))
+    files = read_tree(model)
+    Client(proxy.url, cache_dir=tmp_path / "push").push(model, "batch/runflip@v1")
+    proxy.corrupt_fetch = True
+    proxy.counts.clear()
+    client = Client(proxy.url, cache_dir=tmp_path / "pull", concurrency=1)
+    with pytest.raises(IntegrityError, match="does not match"):
+        client.pull("batch/runflip@v1", tmp_path / "out")
+    assert proxy.counts["fetch"] == 1
+    client.pull("batch/runflip@v1", tmp_path / "out")
+    assert read_tree(tmp_path / "out") == files

@@ -19,6 +19,8 @@ import pytest
 
 from tests.server.server_support import Api, Chunk, assert_error, make_settings, running
 from tests.server.test_auth import make_token
+from wreg.core import batch
+from wreg.core.mediatypes import LARGE_BATCHES_HEADER
 from wreg_server import serving
 from wreg_server.app import create_app
 from wreg_server.settings import ServerSettings
@@ -158,3 +160,86 @@ def test_a_client_that_stops_reading_is_cut_off_and_others_are_served(
     gone.recv(1000)
     gone.close()  # hangs up mid-body
     assert api.http.get(path).content == BIG.encoded
+
+
+def test_batched_fetch_takes_the_hot_path_with_the_full_routes_answer(tmp_path: Path) -> None:
+    """``POST .../chunks/fetch``: frames sent with sendfile, byte for byte the full
+    route's answer; whatever the hot path declines (an unknown digest, a malformed body)
+    reaches the full route with its body intact."""
+    settings = make_settings(tmp_path / "data", **BIG_LIMITS)
+    guard = serving.ConnectionGuard(
+        header_timeout=10, max_per_client=64, max_open=1024, send_timeout=5.0
+    )
+    small = Chunk.of(b"small weights " * 500)
+    with running(create_app(settings), http=serving.protocol_for(guard)) as url, Api(url) as api:
+        for chunk in (BIG, small):
+            api.upload(chunk)
+        api.reference(BIG, small)
+        path = f"{api.chunks()}/fetch"
+        ask = {"digests": [BIG.digest, small.digest, BIG.digest]}
+        full = api.http.post(path, json=ask)  # loads the digest set: the next one is hot
+        assert downloads(api.http, "zerocopy-batch") == 0
+        hot = api.http.post(path, json=ask)
+        assert downloads(api.http, "zerocopy-batch") == 3
+        assert _kept(hot) == _kept(full)
+        frames = list(batch.frames(hot.content, max_count=3, max_length=len(BIG.encoded)))
+        assert [(d, bytes(b)) for d, b in frames] == [
+            (BIG.digest, BIG.encoded),
+            (small.digest, small.encoded),
+            (BIG.digest, BIG.encoded),
+        ]
+        assert hot.headers[LARGE_BATCHES_HEADER] == "yes"
+        assert api.http.get("/healthz").status_code == 200  # the connection is in order
+        never = Chunk.of(b"stored, in no manifest")
+        api.upload(never)
+        unknown = api.http.post(path, json={"digests": [small.digest, never.digest]})
+        assert_error(unknown, 404, "CHUNK_UNKNOWN")
+        assert_error(api.http.post(path, json={"digests": ["nope"]}), 400, "DIGEST_INVALID")
+        extra = api.http.post(path, json={"digests": [small.digest], "more": 1})
+        assert extra.status_code == 400
+        elsewhere = api.http.post(f"{api.chunks('other/repo')}/fetch", json=ask)
+        assert_error(elsewhere, 404, "CHUNK_UNKNOWN")
+        assert downloads(api.http, "zerocopy-batch") == 3
+
+
+def test_batched_fetch_keeps_tokens_and_scopes(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", auth="on")
+    guard = serving.ConnectionGuard(header_timeout=10, max_per_client=64, max_open=1024)
+    with running(create_app(settings), http=serving.protocol_for(guard)) as url:
+        admin = make_token(settings, "admin", "admin:*")
+        reader = make_token(settings, "reader", "pull:team-a/*")
+        other = make_token(settings, "other", "pull:team-b/*")
+        chunk = Chunk.of(b"tenant weights " * 800)
+        with Api(url, repository="team-a/model") as api:
+            api.http.headers["Authorization"] = f"Bearer {admin}"
+            api.upload(chunk)
+            api.reference(chunk)
+            path = f"{api.chunks()}/fetch"
+            ask = {"digests": [chunk.digest]}
+
+            def post(token: str) -> httpx.Response:
+                return api.http.post(path, json=ask, headers={"Authorization": f"Bearer {token}"})
+
+            for _ in range(2):  # the second one finds the token cached: the hot path
+                assert post(reader).status_code == 200
+                assert_error(post(other), 403, "DENIED")
+            assert downloads(api.http, "zerocopy-batch") >= 1
+            assert_error(
+                api.http.post(path, json=ask, headers={"Authorization": ""}), 401, "UNAUTHORIZED"
+            )
+
+
+def test_large_batches_off_drops_the_header_from_both_routes(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", large_batches=False)
+    guard = serving.ConnectionGuard(header_timeout=10, max_per_client=64, max_open=1024)
+    chunk = Chunk.of(b"behind a CDN " * 900)
+    with running(create_app(settings), http=serving.protocol_for(guard)) as url, Api(url) as api:
+        api.upload(chunk)
+        api.reference(chunk)
+        ask = {"digests": [chunk.digest]}
+        full = api.http.post(f"{api.chunks()}/fetch", json=ask)
+        hot = api.http.post(f"{api.chunks()}/fetch", json=ask)
+        assert downloads(api.http, "zerocopy-batch") == 1
+        for answer in (full, hot):
+            assert answer.status_code == 200
+            assert LARGE_BATCHES_HEADER not in answer.headers

@@ -50,8 +50,19 @@ class _Order:
     done: set[str] = field(default_factory=set)
 
 
+class Run(NamedTuple):
+    """Large chunks fetched in one batched request and read one frame at a time (each
+    chunk decoded, verified and written before the next is read): a worker's buffers
+    hold one chunk, whatever the run's length."""
+
+    digests: tuple[str, ...]
+
+
+Work = str | list[str] | Run
+
+
 class _Job(NamedTuple):
-    work: str | list[str]  # one chunk, or a batch of small ones
+    work: Work  # one chunk, a batch of small ones, or a run of large ones
     order: _Order
     future: asyncio.Future[bool]
     probe: bool  # a batch that tells whether the registry has batches: never split
@@ -95,10 +106,15 @@ class FetchPool:
             raise ValueError(f"a chunk is larger than this fetch pool's {self.max_chunk} bytes")
         registry = self._ctx.registry
         order = _Order(needs, sizes, written)
-        jobs = jobs_for(needs, sizes, self.size, registry.batches)
-        if any(isinstance(job, list) for job in jobs) and not registry.batches_known:
+        runs = registry.run_bytes if registry.large_batches else 0
+        jobs = jobs_for(needs, sizes, self.size, registry.batches, runs)
+        if any(isinstance(job, list | Run) for job in jobs) and not registry.batches_known:
             async with self._probing:  # one probe at a time: the next may know the answer
+                # A batch of small chunks first, if there is one: its answer also says
+                # whether runs are welcome (``LARGE_BATCHES_HEADER``) before any is sent.
                 first = next((i for i, j in enumerate(jobs) if isinstance(j, list)), None)
+                if first is None:
+                    first = next((i for i, j in enumerate(jobs) if isinstance(j, Run)), None)
                 if first is not None and not registry.batches_known:
                     # Whether this registry has the batched route is learnt from one batch
                     # before the rest is queued: without it, every chunk becomes a job of
@@ -124,7 +140,7 @@ class FetchPool:
             self._threads.shutdown(wait=False)
 
     def _submit(
-        self, work: list[str | list[str]], order: _Order, probe: bool = False
+        self, work: list[Work], order: _Order, probe: bool = False
     ) -> list[asyncio.Future[bool]]:
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[bool]] = []
@@ -167,13 +183,13 @@ class FetchPool:
                 if job.future.done():  # its caller went away
                     continue
                 if slot is None:
-                    # Fresh buffers are zeroed as they are made: in a fetch thread, so the
-                    # event loop goes on dispatching (a pull's first chunk waited ~0.1 s
-                    # for every worker's buffers otherwise).
-                    threads = self._threads
-                    assert threads is not None  # noqa: S101 - narrows: made before any worker
-                    encoded, raw = await asyncio.wrap_future(threads.submit(self._buffers))
-                    slot = _Slot(self._ctx.registry.chunk_reader(), encoded, raw)
+                    # Lazily mapped: a fresh bytearray is zeroed as it is made, which held
+                    # a pull's first chunk up ~0.1 s while every worker made its buffers.
+                    slot = _Slot(
+                        self._ctx.registry.chunk_reader(),
+                        _buffers.take_lazy(self.size),
+                        _buffers.take_lazy(self.size),
+                    )
                 if me is not None:
                     self._running[me] = job
                 try:
@@ -197,12 +213,16 @@ class FetchPool:
             if slot is not None:
                 slot.release(self._ctx.inflight_bytes)
 
-    def _buffers(self) -> tuple[bytearray, bytearray]:
-        return _buffers.take(self.size), _buffers.take(self.size)
-
     async def _run(self, job: _Job, slot: _Slot) -> bool:
         if isinstance(job.work, str):
             await self._one(job.work, job.order, slot)
+            return True
+        if isinstance(job.work, Run):
+            if job.probe:
+                return await self._stream(job.work, job.order, slot)
+            if not await self._stream(job.work, job.order, slot):
+                for digest in job.work.digests:
+                    await self._one(digest, job.order, slot)
             return True
         if job.probe:
             return await self._many(job.work, job.order, slot)
@@ -222,7 +242,7 @@ class FetchPool:
             order.written(t, index)
 
     def _fetch_one(
-        self, reader: ChunkReader, digest: str, order: _Order, encoded: bytearray, raw: bytearray
+        self, reader: ChunkReader, digest: str, order: _Order, encoded: memoryview, raw: memoryview
     ) -> int:
         """One attempt, in a fetch thread: read the chunk, decode, verify, write it."""
         n = reader.get_into(self._ctx.name, digest, encoded)
@@ -287,6 +307,43 @@ class FetchPool:
             self._landed(digest, order)
         return True
 
+    def _fetch_run(self, reader: ChunkReader, run: Run, order: _Order, slot: _Slot) -> None:
+        """One attempt, in a fetch thread: read a run frame by frame, each chunk decoded,
+        verified and written before the next is read."""
+        digests = list(run.digests)
+
+        def each(index: int, encoded: memoryview) -> None:
+            digest = digests[index]
+            decode_write([(digest, encoded, order.sizes[digest], order.needs[digest])], slot.raw)
+
+        slot.batch_received = reader.fetch_each(self._ctx.name, digests, slot.encoded, each)
+
+    async def _stream(self, run: Run, order: _Order, slot: _Slot) -> bool:
+        """One run; False when its chunks have to go one at a time instead."""
+        from wreg._http import BatchesUnsupported, BatchTooLarge, with_retries
+
+        registry = self._ctx.registry
+        if not registry.batches or not registry.large_batches:
+            return False
+        threads = self._threads
+        assert threads is not None  # noqa: S101 - narrows: made before any worker
+
+        def attempt() -> asyncio.Future[None]:
+            slot.running = threads.submit(self._fetch_run, slot.reader, run, order, slot)
+            return asyncio.wrap_future(slot.running)
+
+        try:
+            await with_retries(attempt)
+        except (BatchesUnsupported, BatchTooLarge):
+            return False
+        finally:
+            if slot.running is not None and slot.running.done():
+                slot.running = None
+        self._ctx.stats.received += slot.batch_received
+        for digest in run.digests:
+            self._landed(digest, order)
+        return True
+
 
 def _retrieve(future: asyncio.Future[bool]) -> None:
     """Mark a job's failure as seen: a caller gone away (or one that saw another job's
@@ -301,8 +358,8 @@ class _Slot:
     """A fetch worker's connection and buffers, and the thread job using them if any."""
 
     reader: ChunkReader
-    encoded: bytearray
-    raw: bytearray
+    encoded: memoryview
+    raw: memoryview
     running: Future[Any] | None = None
     batch_received: int = 0
 
@@ -318,18 +375,34 @@ class _Slot:
 
 
 def jobs_for(
-    needs: Needs, sizes: dict[str, int], budget: int, batches: bool
-) -> list[str | list[str]]:
-    """The fetch jobs, in manifest order: a digest alone (a large chunk, or every chunk
-    when ``batches`` is off), or a batch of small ones whose encodings (estimated from
-    the raw size, ``FRAME_SLACK`` each) fill at most ``budget`` bytes."""
+    needs: Needs, sizes: dict[str, int], budget: int, batches: bool, run_bytes: int = 0
+) -> list[Work]:
+    """The fetch jobs, in the order of ``needs``: a digest alone (a large chunk, or every
+    chunk when ``batches`` is off), a batch of small ones whose encodings (estimated from
+    the raw size, ``FRAME_SLACK`` each) fill at most ``budget`` bytes, or with
+    ``run_bytes`` a ``Run`` of large ones adding up to at most that many raw bytes."""
     from wreg.core.sizes import MAX_BATCH_CHUNKS
 
-    jobs: list[str | list[str]] = []
+    jobs: list[Work] = []
     current: list[str] = []
+    run: list[str] = []
+    run_used = 0
     used = 0
+
+    def close_run() -> None:
+        nonlocal run, run_used
+        if run:
+            jobs.append(Run(tuple(run)) if len(run) > 1 else run[0])
+        run, run_used = [], 0
+
     for digest in needs:
         cost = sizes[digest] + FRAME_SLACK
+        if batches and run_bytes and sizes[digest] >= BATCH_CHUNK_MAX and cost <= budget:
+            if run and (run_used + sizes[digest] > run_bytes or len(run) >= MAX_BATCH_CHUNKS):
+                close_run()
+            run.append(digest)
+            run_used += sizes[digest]
+            continue
         if not batches or sizes[digest] >= BATCH_CHUNK_MAX or cost > budget:
             jobs.append(digest)
             continue
@@ -340,10 +413,13 @@ def jobs_for(
         used += cost
     if current:
         jobs.append(current if len(current) > 1 else current[0])
+    close_run()
     return jobs
 
 
-def decode_write(work: list[tuple[str, memoryview, int, list[Placement]]], raw: bytearray) -> None:
+def decode_write(
+    work: list[tuple[str, memoryview, int, list[Placement]]], raw: bytearray | memoryview
+) -> None:
     """Decode and verify each chunk of ``work`` (digest, encoded bytes, raw size, places),
     all of them first, then ``pwrite`` each wherever it goes (worker thread). The raw
     sizes add up to at most ``len(raw)``: decoded chunks lie side by side in it."""

@@ -45,7 +45,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from wreg.core import batch
 from wreg.core.digest import validate_digest
 from wreg.core.errors import ErrorCode, WregError
-from wreg.core.mediatypes import CHUNK_FRAMES_MEDIA_TYPE, CHUNK_MEDIA_TYPE
+from wreg.core.mediatypes import CHUNK_FRAMES_MEDIA_TYPE, CHUNK_MEDIA_TYPE, LARGE_BATCHES_HEADER
 from wreg_server.api.body import openapi_binary, openapi_body, read_json, read_limited
 from wreg_server.api.caching import NO_STORE, immutable
 from wreg_server.api.deps import (
@@ -144,9 +144,10 @@ async def fetch_chunks(
     for digest, encoded in zip(digests, data, strict=True):
         parts.append(batch.frame_header(digest, len(encoded)))
         parts.append(encoded)
-    return Response(
-        b"".join(parts), media_type=CHUNK_FRAMES_MEDIA_TYPE, headers={"Cache-Control": NO_STORE}
-    )
+    headers = {"Cache-Control": NO_STORE}
+    if settings.large_batches and store.local_path(chunk_key(digests[0])) is not None:
+        headers[LARGE_BATCHES_HEADER] = "yes"
+    return Response(b"".join(parts), media_type=CHUNK_FRAMES_MEDIA_TYPE, headers=headers)
 
 
 @router.post(
