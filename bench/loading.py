@@ -38,10 +38,6 @@ baseline (rows 1 and 2: the load step's; the pull's or curl's own peak is in the
 
     .venv/bin/python bench/loading.py [--size-gib 1] [--shards 12] [--runs 3] [--idle 3] [--write]
 
-``LoadStats.bytes_downloaded`` is not reported: ``wreg._pull.fetch`` adds to it with
-``stats.received += await ...``, which loses the updates of concurrent fetches (the
-attribute is read before the await), so it under-counts by a varying amount.
-
 Needs ``nginx``, ``curl`` and ``/usr/bin/time``, and for row 6 ``.venv-torch`` with
 ``runai-model-streamer`` (``.venv-torch/bin/pip install runai-model-streamer``); without
 it the row says so.
@@ -373,8 +369,8 @@ def render(
         "every byte read, from the end of the loader's imports (rows 1 and 2: plus the whole "
         "pull or curl command); process is the wall of the row's processes, start-up "
         "included; CPU is their user + system seconds (rows 1 and 2: both commands). Peak "
-        "RSS is the loading process's VmHWM; above base subtracts its RSS after imports. "
-        "No wire-byte figure: LoadStats.bytes_downloaded under-counts (see the docstring).",
+        "RSS is the loading process's VmHWM; above base subtracts its RSS after imports "
+        "(for the wreg rows: wreg, its HTTP engine and codec, as safetensors for the others).",
         "",
         "| measurement | wall s | GB/s | first tensor s | process s | CPU s | peak RSS MB "
         "| above base MB | note |",
@@ -394,7 +390,8 @@ def render(
         if row.stats:
             st = row.stats[0]
             note = (
-                f"fetched {st['bytes_fetched'] / 1e6:.0f} MB raw in "
+                f"fetched {st['bytes_fetched'] / 1e6:.0f} MB raw "
+                f"({st['bytes_downloaded'] / 1e6:.0f} MB on the wire) in "
                 f"{st['chunks_downloaded']} chunks, {st['tensors']} tensors; "
                 f"Client + stream() {spread(row.opened)} s"
             )

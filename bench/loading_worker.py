@@ -66,9 +66,11 @@ def main() -> int:
         runai = importlib.import_module("runai_model_streamer")
         torch.set_num_threads(1)
     else:
+        # The library the row uses, as safetensors.numpy for the files row: what the call
+        # would otherwise import on first use (the HTTP engine, the codec).
         wreg = importlib.import_module("wreg")
-        importlib.import_module("wreg._load")
-        importlib.import_module("wreg._load.materialize")
+        for module in ("wreg._load", "wreg._load.materialize", "wreg._http", "wreg.core.encoding"):
+            importlib.import_module(module)
 
     baseline = status_kb("VmRSS")
     try:

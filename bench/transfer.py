@@ -388,7 +388,8 @@ def main() -> int:
             env(auth_srv.url, work / "auth-push-cache", WREG_TOKEN=pusher),
         )
         # The auth-off registry with nginx in front: chunk GETs served from the file
-        # store with sendfile (the X-Accel-Redirect idea), the rest proxied.
+        # store with sendfile (the X-Accel-Redirect idea), the rest proxied; the header
+        # that invites runs is dropped, so large chunks come as GETs nginx serves.
         objects = main_srv.data / "objects" / "chunks"
         front_conf = (
             '        location ~ "^/v1/repositories/.+/chunks/'
@@ -396,7 +397,9 @@ def main() -> int:
             "            limit_except GET HEAD { deny all; }\n"
             f"            alias {objects}/$1/$1$2;\n"
             "        }\n"
-            f"        location / {{ proxy_pass {main_srv.url}; client_max_body_size 64m; }}"
+            f"        location / {{ proxy_pass {main_srv.url}; client_max_body_size 64m;\n"
+            # as deploy/nginx-cache.conf: clients fetch large chunks here, not in runs
+            "            proxy_hide_header X-Wreg-Large-Batches; }"
         )
         front, front_url = start_nginx(site, work, "front", front_conf)
         nginxes.append(front)
