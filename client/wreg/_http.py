@@ -614,27 +614,34 @@ class ChunkReader:
     ) -> list[tuple[int, int]]:
         """One attempt at ``POST .../chunks/fetch`` (``Registry.fetch_chunks_into``) into
         ``buf``; each chunk's ``(start, end)`` in it, in the order of ``digests``."""
+        with self._attempt(f"download of {len(digests)} chunks"):
+            r = self._post_fetch(name, digests)
+            view = memoryview(buf)
+            n = _read_body(r, view, BatchTooLarge())
+            return _spans(view[:n], digests)
+
+    def _post_fetch(self, name: str, digests: list[str]) -> http.client.HTTPResponse:
+        """``POST .../chunks/fetch`` (inside an ``_attempt``): the answer, once it is a
+        success (errors raised; ``BatchesUnsupported`` where the route is missing), with
+        what it says of batches noted on the registry."""
         if len(digests) > MAX_BATCH_CHUNKS:
             raise ValueError(f"at most {MAX_BATCH_CHUNKS} chunks per batch")
         registry = self._registry
         url = f"{registry.url}/v1/repositories/{name}/chunks/fetch"
         headers = {**registry._headers, "Content-Type": "application/json"}
-        what = f"download of {len(digests)} chunks"
-        with self._attempt(what):
-            body = json.dumps({"digests": digests}).encode()
-            connection, r = self._send(url, headers, body)
-            if r.status >= 400:
-                answer = r.read(_ERROR_BODY_LIMIT)
-                _discard(connection, r)
-                if registry._no_batches(r.status, answer):
-                    raise BatchesUnsupported
-                _fail(http_error(r.status, answer, r.getheader("x-request-id"), what), r.status)
-            view = memoryview(buf)
-            n = _read_body(r, view, BatchTooLarge())
-            registry.batches_known = True
-            if r.getheader(LARGE_BATCHES_HEADER) != "yes":
-                registry.large_batches = False
-            return _spans(view[:n], digests)
+        body = json.dumps({"digests": digests}).encode()
+        connection, r = self._send(url, headers, body)
+        if r.status >= 400:
+            answer = r.read(_ERROR_BODY_LIMIT)
+            _discard(connection, r)
+            if registry._no_batches(r.status, answer):
+                raise BatchesUnsupported
+            what = f"download of {len(digests)} chunks"
+            _fail(http_error(r.status, answer, r.getheader("x-request-id"), what), r.status)
+        registry.batches_known = True
+        if r.getheader(LARGE_BATCHES_HEADER) != "yes":
+            registry.large_batches = False
+        return r
 
     def fetch_each(
         self,
@@ -649,24 +656,8 @@ class ChunkReader:
         frame is read. Frames must be ``digests`` in order. Returns the chunk bytes read.
         Whether the registry sends large batches as cheaply as single GETs (the answer's
         ``LARGE_BATCHES_HEADER``) is noted on it (``Registry.large_batches``)."""
-        if len(digests) > MAX_BATCH_CHUNKS:
-            raise ValueError(f"at most {MAX_BATCH_CHUNKS} chunks per batch")
-        registry = self._registry
-        url = f"{registry.url}/v1/repositories/{name}/chunks/fetch"
-        headers = {**registry._headers, "Content-Type": "application/json"}
-        what = f"download of {len(digests)} chunks"
-        with self._attempt(what):
-            body = json.dumps({"digests": digests}).encode()
-            connection, r = self._send(url, headers, body)
-            if r.status >= 400:
-                answer = r.read(_ERROR_BODY_LIMIT)
-                _discard(connection, r)
-                if registry._no_batches(r.status, answer):
-                    raise BatchesUnsupported
-                _fail(http_error(r.status, answer, r.getheader("x-request-id"), what), r.status)
-            registry.batches_known = True
-            if r.getheader(LARGE_BATCHES_HEADER) != "yes":
-                registry.large_batches = False
+        with self._attempt(f"download of {len(digests)} chunks"):
+            r = self._post_fetch(name, digests)
             header = bytearray(batch.FRAME_HEADER_SIZE)
             view = memoryview(buf)
             total = 0

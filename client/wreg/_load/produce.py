@@ -34,7 +34,7 @@ from wreg._cache import NodeCache, acquire
 from wreg._load import header as headers
 from wreg._load.select import Selection, Want, choose, chunk_span, chunk_starts
 from wreg._progress import Progress
-from wreg._pull import Obtain, Picks, check_room, download, resolve, resolve_cached, select_files
+from wreg._pull import Obtain, Picks, check_room, download, resolve_for, select_files
 from wreg._pull import plan as planning
 from wreg._pull.assembly import Context, Needs, Placement, Stats, Target
 from wreg._pull.commit import bad_chunks, publish
@@ -330,12 +330,7 @@ async def produce(
     """Run a load: ``emit`` every wanted tensor as it becomes ready (see the module
     docstring). Every descriptor opened is appended to ``sources``, for the caller to
     close once the consumer is done with them."""
-    if registry is None:
-        resolved = resolve_cached(cache, ref)
-    else:
-        resolved = await resolve(registry, ref)
-        assert resolved.body is not None  # noqa: S101 - narrows: received from the registry
-        cache.save_manifest(resolved.digest, resolved.body)
+    resolved = await resolve_for(registry, cache, ref)
     stats.manifest = resolved.digest
     selected = select_files(resolved.manifest, include, exclude)
     stats.bytes_model = sum(e.size for e in selected)

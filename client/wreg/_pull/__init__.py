@@ -54,7 +54,14 @@ from wreg._pull.assembly import (
 )
 from wreg._pull.commit import finalize, publish
 from wreg._pull.fetch import FetchPool
-from wreg._pull.resolve import Resolved, check_room, resolve, resolve_cached, select_files
+from wreg._pull.resolve import (
+    Resolved,
+    check_room,
+    resolve,
+    resolve_cached,
+    resolve_for,
+    select_files,
+)
 from wreg._pull.seed import seed, seed_batches
 from wreg._results import PullResult
 from wreg.core.errors import ErrorCode, ErrorKind, WregError
@@ -74,6 +81,7 @@ __all__ = [
     "pull",
     "resolve",
     "resolve_cached",
+    "resolve_for",
     "select_files",
 ]
 
@@ -99,12 +107,7 @@ async def pull(
     ``max_total`` caps the bytes the pull may write (see ``check_room``); ``link`` is
     how files get into ``dest`` (see ``materialize``).
     """
-    if registry is None:
-        resolved = resolve_cached(cache, ref)
-    else:
-        resolved = await resolve(registry, ref)
-        assert resolved.body is not None  # noqa: S101 - narrows: received from the registry
-        cache.save_manifest(resolved.digest, resolved.body)
+    resolved = await resolve_for(registry, cache, ref)
     selected = select_files(resolved.manifest, include, exclude)
     check_room(cache, ref, selected, dest, max_total)
     total = sum(e.size for e in selected)

@@ -282,15 +282,27 @@ class FetchPool:
 
     async def _many(self, digests: list[str], order: _Order, slot: _Slot) -> bool:
         """One batch; False when it has to go one chunk at a time instead."""
-        from wreg._http import BatchesUnsupported, BatchTooLarge, with_retries
-
         if not self._ctx.registry.batches:
             return False
+        return await self._batched(self._fetch_many, digests, order, slot)
+
+    async def _batched(
+        self,
+        fetch: Callable[[ChunkReader, Any, _Order, _Slot], None],
+        work: Any,
+        order: _Order,
+        slot: _Slot,
+    ) -> bool:
+        """``fetch(reader, work, order, slot)`` in a fetch thread, retried; then every
+        chunk of ``work`` (digests, or a ``Run``) has landed. False when the registry has
+        no batches (or none this large): its chunks go one at a time instead."""
+        from wreg._http import BatchesUnsupported, BatchTooLarge, with_retries
+
         threads = self._threads
         assert threads is not None  # noqa: S101 - narrows: made before any worker
 
         def attempt() -> asyncio.Future[None]:
-            slot.running = threads.submit(self._fetch_many, slot.reader, digests, order, slot)
+            slot.running = threads.submit(fetch, slot.reader, work, order, slot)
             return asyncio.wrap_future(slot.running)
 
         try:
@@ -303,7 +315,7 @@ class FetchPool:
             if slot.running is not None and slot.running.done():
                 slot.running = None
         self._ctx.stats.received += slot.batch_received
-        for digest in digests:
+        for digest in work.digests if isinstance(work, Run) else work:
             self._landed(digest, order)
         return True
 
@@ -320,29 +332,10 @@ class FetchPool:
 
     async def _stream(self, run: Run, order: _Order, slot: _Slot) -> bool:
         """One run; False when its chunks have to go one at a time instead."""
-        from wreg._http import BatchesUnsupported, BatchTooLarge, with_retries
-
         registry = self._ctx.registry
         if not registry.batches or not registry.large_batches:
             return False
-        threads = self._threads
-        assert threads is not None  # noqa: S101 - narrows: made before any worker
-
-        def attempt() -> asyncio.Future[None]:
-            slot.running = threads.submit(self._fetch_run, slot.reader, run, order, slot)
-            return asyncio.wrap_future(slot.running)
-
-        try:
-            await with_retries(attempt)
-        except (BatchesUnsupported, BatchTooLarge):
-            return False
-        finally:
-            if slot.running is not None and slot.running.done():
-                slot.running = None
-        self._ctx.stats.received += slot.batch_received
-        for digest in run.digests:
-            self._landed(digest, order)
-        return True
+        return await self._batched(self._fetch_run, run, order, slot)
 
 
 def _retrieve(future: asyncio.Future[bool]) -> None:

@@ -46,6 +46,17 @@ async def resolve(registry: Registry, ref: Reference) -> Resolved:
     return Resolved(Manifest.from_json_bytes(body), digest, body)
 
 
+async def resolve_for(registry: Registry | None, cache: NodeCache, ref: Reference) -> Resolved:
+    """``resolve`` (and the manifest saved in the node cache), or offline
+    (``registry=None``) ``resolve_cached``."""
+    if registry is None:
+        return resolve_cached(cache, ref)
+    resolved = await resolve(registry, ref)
+    assert resolved.body is not None  # noqa: S101 - narrows: received from the registry
+    cache.save_manifest(resolved.digest, resolved.body)
+    return resolved
+
+
 def resolve_cached(cache: NodeCache, ref: Reference) -> Resolved:
     """The manifest ``ref`` names according to the node cache alone (offline): by digest,
     or by the tag's ref; ``NodeCache.load_manifest`` checks the bytes against the digest.

@@ -40,7 +40,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, BinaryIO, Final
 
 from anyio import to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -134,22 +134,15 @@ class ChunkDownloads:
         if principal is None:
             return False
         if name is not None:
-            if not principal.can("pull", name):
+            if not principal.can("pull", name) or not _readable(state, context, name, [digest]):
                 return False
-            if settings.chunk_namespace != "global":
-                sets = state.repository_chunks
-                if not isinstance(sets, RepositoryChunks) or not sets.holds(name, digest):
-                    return False
         elif not principal.can_any("pull"):
             return False
-        local = context.store.local_path(chunk_key(digest))
-        if local is None:
+        opened = _open_chunk(context, digest)
+        if opened is None:
             return False
-        try:
-            fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        with os.fdopen(fd, "rb", buffering=0) as file:
+        with opened as file:
+            fd = file.fileno()
             size = os.fstat(fd).st_size
             scope["route"] = route
             await send(
@@ -170,7 +163,9 @@ class ChunkDownloads:
                 await send({"type": ZEROCOPY, "file": file, "count": size})
             elif PATHSEND in extensions:
                 how = "pathsend"
-                await send({"type": PATHSEND, "path": str(local)})
+                await send(
+                    {"type": PATHSEND, "path": str(context.store.local_path(chunk_key(digest)))}
+                )
             else:
                 how = "read"
                 body = await to_thread.run_sync(os.pread, fd, size, 0)
@@ -205,23 +200,15 @@ class ChunkDownloads:
         digests = _digests(body, settings.max_batch_chunks)
         if digests is None:
             return False
-        if settings.chunk_namespace != "global":
-            sets = state.repository_chunks
-            if not isinstance(sets, RepositoryChunks) or not all(
-                sets.holds(name, d) for d in digests
-            ):
-                return False
+        if not _readable(state, context, name, digests):
+            return False
         files = []
         try:
             for digest in digests:
-                local = context.store.local_path(chunk_key(digest))
-                if local is None:
+                opened = _open_chunk(context, digest)
+                if opened is None:
                     return False
-                try:
-                    fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    return False
-                files.append(os.fdopen(fd, "rb", buffering=0))
+                files.append(opened)
             sizes = [os.fstat(f.fileno()).st_size for f in files]
             total = sum(sizes) + FRAME_HEADER_SIZE * len(sizes)
             if total > settings.max_batch_bytes:
@@ -245,6 +232,27 @@ class ChunkDownloads:
                 file.close()
         metrics.current().downloads.labels("zerocopy-batch").inc(len(digests))
         return True
+
+
+def _readable(state: Any, context: AppContext, name: str, digests: list[str]) -> bool:
+    """Whether every chunk of ``digests`` is readable through ``name``, known without a
+    query: the global namespace, or the repository's loaded digest set holds it."""
+    if context.settings.chunk_namespace == "global":
+        return True
+    sets = state.repository_chunks
+    return isinstance(sets, RepositoryChunks) and all(sets.holds(name, d) for d in digests)
+
+
+def _open_chunk(context: AppContext, digest: str) -> BinaryIO | None:
+    """The chunk's file, opened, when the store keeps it as one (else None)."""
+    local = context.store.local_path(chunk_key(digest))
+    if local is None:
+        return None
+    try:
+        fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    return os.fdopen(fd, "rb", buffering=0)
 
 
 async def _read_body(receive: Receive, received: list[Message], limit: int) -> bytes | None:
