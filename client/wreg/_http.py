@@ -741,12 +741,7 @@ def _read_body(r: http.client.HTTPResponse, view: memoryview, too_large: Excepti
     if declared is not None and declared.isdigit() and int(declared) > len(view):
         r.close()
         raise too_large
-    n = 0
-    while n < len(view):
-        got = r.readinto(view[n:])
-        if not got:
-            break
-        n += got
+    n = _read_exactly(r, view)
     if n == len(view) and r.read(1):
         r.close()
         raise too_large
