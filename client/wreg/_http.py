@@ -656,6 +656,18 @@ class ChunkReader:
         frame is read. Frames must be ``digests`` in order. Returns the chunk bytes read.
         Whether the registry sends large batches as cheaply as single GETs (the answer's
         ``LARGE_BATCHES_HEADER``) is noted on it (``Registry.large_batches``)."""
+        try:
+            return self._fetch_each(name, digests, buf, each)
+        except _LocalFailure as failure:  # e.g. a full disk: not the network's fault
+            raise failure.error from None
+
+    def _fetch_each(
+        self,
+        name: str,
+        digests: list[str],
+        buf: bytearray | memoryview,
+        each: Callable[[int, memoryview], None],
+    ) -> int:
         with self._attempt(f"download of {len(digests)} chunks"):
             r = self._post_fetch(name, digests)
             header = bytearray(batch.FRAME_HEADER_SIZE)
@@ -678,7 +690,10 @@ class ChunkReader:
                     )
                 if _read_exactly(r, view[:length]) < length:
                     raise http.client.IncompleteRead(b"", length)
-                each(index, view[:length])
+                try:
+                    each(index, view[:length])
+                except OSError as exc:  # ``_attempt`` would take it for a broken connection
+                    raise _LocalFailure(exc) from None
                 total += length
             if r.read(1):
                 r.close()
@@ -706,6 +721,14 @@ class ChunkReader:
         return ErrorCode.UNAVAILABLE.error(
             f"the connection to the registry at {registry.url} broke during the {what}: {reason}"
         )
+
+
+class _LocalFailure(Exception):
+    """An ``OSError`` of this machine's (writing a chunk) inside a network attempt."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
