@@ -6,6 +6,7 @@ import json
 import os
 import struct
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -359,3 +360,24 @@ def test_bytes_downloaded_counts_every_chunk_on_the_wire(
     assert stream.stats.bytes_downloaded == expected
     pulled = wreg.Client(server.url, cache_dir=tmp_path / "b").pull("load/fp32@v1")
     assert pulled.bytes_downloaded == expected
+
+
+def test_closing_a_stream_early_stops_the_download_and_keeps_what_landed(
+    pushed: dict[str, Path], counted: Proxy, tmp_path: Path
+) -> None:
+    counted.delay = 0.02
+    client = wreg.Client(counted.url, cache_dir=tmp_path / "cache", concurrency=2)
+    stream = client.stream("load/fp32@v1")
+    name, array = next(stream)
+    stream.close()  # cancels the producer and waits for it
+    served = counted.served
+    chunks = len(plan_file(pushed["load/fp32@v1"] / WEIGHTS_FILE))
+    assert served < chunks
+    assert array.nbytes > 0
+    assert name
+    time.sleep(0.3)
+    assert counted.served == served  # nothing more is fetched after close
+    pulled = client.pull("load/fp32@v1")  # resumes: what landed is not fetched again
+    assert pulled.bytes_resumed > 0
+    fresh = wreg.Client(counted.url, cache_dir=tmp_path / "fresh").pull("load/fp32@v1")
+    assert pulled.chunks_downloaded < fresh.chunks_downloaded

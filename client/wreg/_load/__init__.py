@@ -102,7 +102,8 @@ class TensorStream:
         if loop is not None and task is not None and not task.done():
             with contextlib.suppress(RuntimeError):  # the loop has just finished
                 loop.call_soon_threadsafe(task.cancel)
-        self._thread.join()
+        if threading.current_thread() is not self._thread:  # __del__ may run on it
+            self._thread.join()
         self._materialize.close()
         for source in self._sources:
             source.close()
