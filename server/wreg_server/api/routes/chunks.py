@@ -145,7 +145,7 @@ async def fetch_chunks(
         parts.append(batch.frame_header(digest, len(encoded)))
         parts.append(encoded)
     headers = {"Cache-Control": NO_STORE}
-    if settings.large_batches and store.local_path(chunk_key(digests[0])) is not None:
+    if digests and settings.large_batches and store.local_path(chunk_key(digests[0])):
         headers[LARGE_BATCHES_HEADER] = "yes"
     return Response(b"".join(parts), media_type=CHUNK_FRAMES_MEDIA_TYPE, headers=headers)
 
