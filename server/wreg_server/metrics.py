@@ -82,8 +82,8 @@ class Metrics:
 
         self.downloads = Counter(
             "wreg_chunk_downloads",
-            "chunk GETs the download hot path answered, by how the body went "
-            "(zerocopy, pathsend, read)",
+            "chunks the download hot path answered, by how the body went "
+            "(single GETs: zerocopy, pathsend, read; batched fetches: zerocopy-batch)",
             ["path"],
             registry=r,
         )
