@@ -657,50 +657,41 @@ class ChunkReader:
         Whether the registry sends large batches as cheaply as single GETs (the answer's
         ``LARGE_BATCHES_HEADER``) is noted on it (``Registry.large_batches``)."""
         try:
-            return self._fetch_each(name, digests, buf, each)
+            with self._attempt(f"download of {len(digests)} chunks"):
+                r = self._post_fetch(name, digests)
+                header = bytearray(batch.FRAME_HEADER_SIZE)
+                view = memoryview(buf)
+                total = 0
+                for index, digest in enumerate(digests):
+                    if _read_exactly(r, memoryview(header)) < len(header):
+                        raise http.client.IncompleteRead(b"")
+                    raw_digest, length = batch.FRAME_HEADER.unpack(header)
+                    if PREFIX + raw_digest.hex() != digest:
+                        r.close()
+                        raise ErrorCode.CHUNK_INVALID.error(
+                            f"the registry answered chunk {PREFIX + raw_digest.hex()} where "
+                            f"{digest} was asked for"
+                        )
+                    if length > len(view):
+                        r.close()
+                        raise ErrorCode.CHUNK_INVALID.error(
+                            f"chunk {digest} is larger than the manifest allows"
+                        )
+                    if _read_exactly(r, view[:length]) < length:
+                        raise http.client.IncompleteRead(b"", length)
+                    try:
+                        each(index, view[:length])
+                    except OSError as exc:  # ``_attempt`` would take it for a broken connection
+                        raise _LocalFailure(exc) from None
+                    total += length
+                if r.read(1):
+                    r.close()
+                    raise ErrorCode.CHUNK_INVALID.error(
+                        f"the registry answered more than the {len(digests)} chunks asked for"
+                    )
+                return total
         except _LocalFailure as failure:  # e.g. a full disk: not the network's fault
             raise failure.error from None
-
-    def _fetch_each(
-        self,
-        name: str,
-        digests: list[str],
-        buf: bytearray | memoryview,
-        each: Callable[[int, memoryview], None],
-    ) -> int:
-        with self._attempt(f"download of {len(digests)} chunks"):
-            r = self._post_fetch(name, digests)
-            header = bytearray(batch.FRAME_HEADER_SIZE)
-            view = memoryview(buf)
-            total = 0
-            for index, digest in enumerate(digests):
-                if _read_exactly(r, memoryview(header)) < len(header):
-                    raise http.client.IncompleteRead(b"")
-                raw_digest, length = batch.FRAME_HEADER.unpack(header)
-                if PREFIX + raw_digest.hex() != digest:
-                    r.close()
-                    raise ErrorCode.CHUNK_INVALID.error(
-                        f"the registry answered chunk {PREFIX + raw_digest.hex()} where "
-                        f"{digest} was asked for"
-                    )
-                if length > len(view):
-                    r.close()
-                    raise ErrorCode.CHUNK_INVALID.error(
-                        f"chunk {digest} is larger than the manifest allows"
-                    )
-                if _read_exactly(r, view[:length]) < length:
-                    raise http.client.IncompleteRead(b"", length)
-                try:
-                    each(index, view[:length])
-                except OSError as exc:  # ``_attempt`` would take it for a broken connection
-                    raise _LocalFailure(exc) from None
-                total += length
-            if r.read(1):
-                r.close()
-                raise ErrorCode.CHUNK_INVALID.error(
-                    f"the registry answered more than the {len(digests)} chunks asked for"
-                )
-            return total
 
     def _unreachable(self, exc: BaseException, what: str, redirected_to: str | None) -> WregError:
         registry = self._registry

@@ -50,23 +50,8 @@ _NUMPY: Final = {
     "F64": "float64",
 }
 _ML_DTYPES: Final = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
-_TORCH: Final = {
-    "BOOL": "bool",
-    "U8": "uint8",
-    "I8": "int8",
-    "I16": "int16",
-    "U16": "uint16",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "I32": "int32",
-    "U32": "uint32",
-    "F32": "float32",
-    "I64": "int64",
-    "U64": "uint64",
-    "F64": "float64",
-    "F8_E4M3": "float8_e4m3fn",
-    "F8_E5M2": "float8_e5m2",
-}
+# torch's names are numpy's, and ml_dtypes' for the types numpy lacks.
+_TORCH: Final = _NUMPY | _ML_DTYPES
 
 
 def numpy_dtype(dtype: str) -> np.dtype[Any]:
@@ -199,7 +184,7 @@ class Staging:
 class Materializer:
     """Turns ``Ready`` items into the arrays a load returns."""
 
-    def __init__(self, framework: str, device: str | None, dtype: Any, staged: bool = False):
+    def __init__(self, framework: str, device: str | None, dtype: Any):
         if framework not in {"numpy", "torch"}:
             raise ErrorCode.SELECTION_INVALID.error(
                 f"framework={framework!r}: give 'numpy' or 'torch'"
@@ -234,7 +219,7 @@ class Materializer:
                     f"dtype={self._dtype!r} is not a torch dtype"
                 )
         self._dtype = dtype
-        if self._device.type != "cpu" or staged:
+        if self._device.type != "cpu":
             self._staging = Staging(self._device)
 
     def __call__(self, ready: Ready) -> Any:
