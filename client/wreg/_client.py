@@ -88,15 +88,18 @@ class Client:
         *,
         progress: Progress | None = None,
         follow_symlinks: bool = False,
+        metadata: Mapping[str, Any] | None = None,
     ) -> PushResult:
         """Upload the directory ``path`` as ``ref`` (default: ``<dirname>@latest``).
 
         A symlink that leaves ``path`` (or leads nowhere) is skipped and listed in
         ``PushResult.skipped``, unless ``follow_symlinks``; a symlink to a file inside
-        pushes that file's content.
+        pushes that file's content. ``metadata`` (JSON values) is stored in the manifest.
         """
         return asyncio.run(
-            self.apush(path, ref, progress=progress, follow_symlinks=follow_symlinks)
+            self.apush(
+                path, ref, progress=progress, follow_symlinks=follow_symlinks, metadata=metadata
+            )
         )
 
     async def apush(
@@ -106,24 +109,89 @@ class Client:
         *,
         progress: Progress | None = None,
         follow_symlinks: bool = False,
+        metadata: Mapping[str, Any] | None = None,
     ) -> PushResult:
         from wreg import _push
 
         root = Path(path)
         parsed = Reference.parse(ref) if ref else _push.default_reference(root)
+        return await self._push(
+            root, parsed, progress, follow_symlinks=follow_symlinks, metadata=metadata
+        )
+
+    async def _push(
+        self,
+        root: Path,
+        ref: Reference,
+        progress: Progress | None,
+        *,
+        follow_symlinks: bool = False,
+        scanned: Sequence[tuple[Path, str, int, os.stat_result]] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> PushResult:
+        from wreg import _push
+
         with self._executor() as executor, self._cache() as cache:
             async with self._registry() as registry:
                 return await _push.push(
                     registry,
                     root,
-                    parsed,
+                    ref,
                     executor,
                     progress or NoProgress(),
                     self.concurrency,
                     cache=cache,
                     inflight_bytes=self.inflight_bytes,
                     follow_symlinks=follow_symlinks,
+                    scanned=scanned,
+                    metadata=metadata,
                 )
+
+    def import_hf(
+        self,
+        path: str | os.PathLike[str],
+        ref: str | None = None,
+        *,
+        repo_id: str | None = None,
+        revision: str | None = None,
+        progress: Progress | None = None,
+    ) -> PushResult:
+        """Push a Hugging Face snapshot already on disk as ``ref``, without downloading it.
+
+        ``path`` is a hub cache repository (``models--org--name``: the snapshot
+        ``refs/<revision>`` names, default ``main``; ``revision`` may also be a commit in
+        ``snapshots/``), one snapshot (``…/snapshots/<commit>``), a ``local_dir=``
+        download or any plain directory (its ``.cache/huggingface/`` is left out), or a
+        hub cache root together with ``repo_id``. ``ref`` defaults to the wreg name of
+        the HF id (``Org/Model`` → ``org/model@latest``). A snapshot's files are read
+        from the blobs its links lead to; a link out of the repository's ``blobs/``, a
+        dangling link or an unfinished download is refused (``HF_SNAPSHOT_INVALID``)
+        before anything is sent. The manifest records ``{"hf": {"repo_id", "commit",
+        "revision"}}`` (what is known). Underneath it is a push: chunks the registry
+        holds are not sent again.
+        """
+        return asyncio.run(
+            self.aimport_hf(path, ref, repo_id=repo_id, revision=revision, progress=progress)
+        )
+
+    async def aimport_hf(
+        self,
+        path: str | os.PathLike[str],
+        ref: str | None = None,
+        *,
+        repo_id: str | None = None,
+        revision: str | None = None,
+        progress: Progress | None = None,
+    ) -> PushResult:
+        from wreg import _import_hf
+
+        found = await asyncio.to_thread(
+            _import_hf.locate, Path(path), repo_id=repo_id, revision=revision
+        )
+        parsed = Reference.parse(ref) if ref else found.default_reference()
+        return await self._push(
+            found.root, parsed, progress, scanned=found.files, metadata=found.metadata()
+        )
 
     def pull(
         self,

@@ -20,10 +20,11 @@ import asyncio
 import os
 import stat
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from wreg import _buffers
 from wreg._cache import HashedChunk, StatRecord
@@ -139,10 +140,21 @@ async def push(
     cache: NodeCache | None = None,
     inflight_bytes: int = 128 << 20,
     follow_symlinks: bool = False,
+    scanned: Sequence[tuple[Path, str, int, os.stat_result]] | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> PushResult:
+    """Push ``root`` as ``ref``; ``metadata`` goes into the manifest as it is.
+
+    ``scanned`` replaces the scan of ``root``: (path to read the content from, POSIX
+    relative path, mode, stat of that path) per file, as ``_scan`` lists them
+    (``wreg import-hf`` reads a snapshot's files from the blobs its links lead to).
+    """
     if ref.digest is not None:
         raise ErrorCode.REFERENCE_INVALID.error("push needs a tag, not a digest")
-    scanned, skipped = _scan(root, follow_symlinks)
+    if scanned is None:
+        scanned, skipped = _scan(root, follow_symlinks)
+    else:
+        skipped = []
     files = [_File(p.absolute(), rel, mode, st) for p, rel, mode, st in scanned]
     if cache is not None:
         for f in files:
@@ -229,14 +241,17 @@ async def push(
         )
 
     manifest = Manifest.build(
-        FileEntry(
-            f.relpath,
-            f.st.st_size,
-            f.digest or "",
-            f.mode,
-            tuple(ChunkRef(c.digest, c.length) for c in f.chunks or []),
-        )
-        for f in files
+        (
+            FileEntry(
+                f.relpath,
+                f.st.st_size,
+                f.digest or "",
+                f.mode,
+                tuple(ChunkRef(c.digest, c.length) for c in f.chunks or []),
+            )
+            for f in files
+        ),
+        metadata,
     )
     body = manifest.to_json_bytes()
     try:

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
+from wreg_server import hf
 from wreg_server.api import errors, openapi
 from wreg_server.api.hotpath import ChunkDownloads
 from wreg_server.api.middleware import RequestContextMiddleware
@@ -30,6 +31,7 @@ from wreg_server.context import AppContext
 from wreg_server.db.migrate import upgrade_engine
 from wreg_server.db.session import create_engine, create_sessionmaker
 from wreg_server.domain.access import RepositoryChunks
+from wreg_server.domain.filehashes import FileHasher
 from wreg_server.metrics import Metrics
 from wreg_server.objectstore import from_settings
 from wreg_server.settings import ServerSettings, get_settings
@@ -45,18 +47,22 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url, settings.database_pool_size)
         store = from_settings(settings)
+        sessions = create_sessionmaker(engine)
+        hasher = FileHasher(sessions, store)
         try:
             if settings.is_sqlite and settings.migrate_on_start:
                 await upgrade_engine(engine)
             app.state.context = AppContext(
                 settings=settings,
                 engine=engine,
-                sessions=create_sessionmaker(engine),
+                sessions=sessions,
                 store=store,
             )
+            app.state.file_hasher = hasher
             log.info("wreg-server ready: index %s, store %s", engine.url, store.name)
             yield
         finally:
+            await hasher.close()
             await store.close()
             await engine.dispose()
 
@@ -92,4 +98,5 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(chunks.router)
     app.include_router(tokens.router)
     app.include_router(authcheck.router)  # for a cache in front (nginx auth_request)
+    hf.install(app)  # the Hugging Face API (hf/): last, its resolve route starts at "/"
     return app

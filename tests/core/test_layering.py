@@ -138,7 +138,7 @@ ALL_IMPORTS = list(
     dict.fromkeys(imp for module, path in MODULES.items() for imp in imports_of(module, path))
 )
 
-_LAYERS = ("api", "auth", "db", "domain", "objectstore")
+_LAYERS = ("api", "auth", "db", "domain", "hf", "objectstore")
 _ENTRY_POINTS = ("wreg_server.app", "wreg_server.cli")
 
 
@@ -178,9 +178,20 @@ RULES = [
         _server("domain", "api", "auth", "objectstore", "context"),
         "db knows the index only: nothing of domain, api, auth, context or the object store",
     ),
-    Rule("wreg_server.api", _server("db"), "api reaches the index through domain (and auth)"),
-    Rule("wreg_server.domain", _server("api", "auth", "context"), "domain is below api and auth"),
-    Rule("wreg_server.auth", _server("api", "domain"), "auth builds on db and context, not api"),
+    Rule("wreg_server.api", _server("db", "hf"), "api reaches the index through domain (and auth)"),
+    Rule(
+        "wreg_server.hf",
+        _server("db"),
+        "the HF API is an api of its own: it reaches the index through domain",
+    ),
+    Rule(
+        "wreg_server.domain",
+        _server("api", "auth", "context", "hf"),
+        "domain is below api, hf and auth",
+    ),
+    Rule(
+        "wreg_server.auth", _server("api", "domain", "hf"), "auth builds on db and context, not api"
+    ),
     *(
         Rule(f"wreg_server.{layer}", _ENTRY_POINTS, "app and cli sit on top of everything")
         for layer in _LAYERS
@@ -266,7 +277,7 @@ def test_the_parser_sees_lazy_and_type_checking_imports() -> None:
     }
     assert broken(RULES, imports) == [
         "server/wreg_server/domain/fake.py:3: wreg_server.domain.fake imports "
-        "wreg_server.api.deps: domain is below api and auth"
+        "wreg_server.api.deps: domain is below api, hf and auth"
     ]
 
 

@@ -56,6 +56,7 @@ class Proxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.gets: Counter[str] = Counter()
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.delay = 0.0
         self.serve_limit: int | None = None
         self.batches = False  # forward POST .../chunks/fetch|upload (else: 405)
@@ -80,6 +81,7 @@ class Proxy:
         app = web.Application(client_max_size=64 << 20)
 
         async def handle(request: web.Request) -> web.StreamResponse:
+            self.requests.append((request.method, request.path))
             batched = request.path.endswith(("/chunks/fetch", "/chunks/upload"))
             if request.method == "POST" and batched and not self.batches:
                 error = {"code": "METHOD_NOT_ALLOWED", "message": "no", "detail": None}

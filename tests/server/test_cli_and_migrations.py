@@ -25,6 +25,7 @@ TABLES = {
     "tags",
     "tokens",
     "chunk_claims",
+    "file_hashes",
 }
 
 

@@ -1,4 +1,4 @@
-"""Moving models: ``push``, ``pull``, ``ls``, ``rm``."""
+"""Moving models: ``push``, ``import-hf``, ``pull``, ``ls``, ``rm``."""
 
 from __future__ import annotations
 
@@ -45,6 +45,50 @@ def push(
         as_json,
         r.to_json(),
         f"{skips}pushed {r.reference} {r.manifest}\n"
+        f"  {r.files} files, {human_size(r.bytes_total)}; new {human_size(r.bytes_new)} "
+        f"in {r.chunks_new}/{r.chunks_total} chunks, sent {human_size(r.bytes_sent)}",
+    )
+
+
+@app.command("import-hf")
+def import_hf(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="An HF cache repository (models--org--name), one of its snapshots/<commit>, "
+            "a local_dir download, or a hub cache root with --repo-id.",
+            metavar="PATH",
+        ),
+    ],
+    ref: Annotated[
+        str | None,
+        typer.Argument(help="NAME[@TAG]; default: the HF id in lowercase @latest.", metavar="REF"),
+    ] = None,
+    repo_id: Annotated[
+        str | None,
+        typer.Option("--repo-id", help="The HF repository id (Org/Name).", metavar="ID"),
+    ] = None,
+    revision: Annotated[
+        str | None,
+        typer.Option(
+            "--revision",
+            help="A ref under refs/ or a commit in snapshots/; default: main.",
+            metavar="REV",
+        ),
+    ] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Push a Hugging Face snapshot already on disk, without downloading it again."""
+    with errors(), progress(not as_json) as bars:
+        r = client(url, token).import_hf(
+            path, ref, repo_id=repo_id, revision=revision, progress=bars
+        )
+    emit(
+        as_json,
+        r.to_json(),
+        f"imported {r.reference} {r.manifest}\n"
         f"  {r.files} files, {human_size(r.bytes_total)}; new {human_size(r.bytes_new)} "
         f"in {r.chunks_new}/{r.chunks_total} chunks, sent {human_size(r.bytes_sent)}",
     )

@@ -269,6 +269,13 @@ class ErrorCode(Enum):
         " no tensor of the model.",
         _K.INVALID,
     )
+    HF_SNAPSHOT_INVALID = (
+        None,
+        "not an importable Hugging Face snapshot",
+        "`wreg import-hf` found no snapshot at the path, or one with a link out of its"
+        " repository's `blobs/`, a dangling link or an unfinished (`.incomplete`) download.",
+        _K.INVALID,
+    )
 
     def __init__(self, status: int | None, message: str, description: str, kind: ErrorKind) -> None:
         self.status = status

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from wreg_server.auth.guard import PrincipalDep
 from wreg_server.context import AppContext, get_context
 from wreg_server.domain.access import RepositoryChunks, Visibility
+from wreg_server.domain.filehashes import FileHasher
 from wreg_server.objectstore import ObjectStore
 from wreg_server.settings import ServerSettings
 
@@ -50,5 +51,13 @@ def get_repository_chunks(request: Request) -> RepositoryChunks:
     return sets
 
 
+def get_file_hasher(request: Request) -> FileHasher:
+    """The app's background sha256 hashing (created by the lifespan in ``app.py``)."""
+    hasher = request.app.state.file_hasher
+    assert isinstance(hasher, FileHasher)  # noqa: S101 - narrows app.state (the lifespan sets it)
+    return hasher
+
+
 VisibilityDep = Annotated[Visibility, Depends(get_visibility)]
+FileHasherDep = Annotated[FileHasher, Depends(get_file_hasher)]
 RepositoryChunksDep = Annotated[RepositoryChunks, Depends(get_repository_chunks)]

@@ -16,6 +16,8 @@ What a request needs is derived from its method and route template:
       (the global chunk routes exist only under WREG_CHUNK_NAMESPACE=global)
     GET /v1/tokens/self                          any caller (who am I)
     GET/HEAD /v1/auth/check                      any caller (it judges another request)
+    HF API routes ({repo_id} in the path, hf/)   GET/HEAD and POST .../paths-info/...: pull
+      on the repository the id maps to (``wreg.core.hf.name_of``); other POSTs: push
     /v1/tokens...                                admin on *
     anything else                                admin on * (fail closed)
 
@@ -41,6 +43,7 @@ from typing import Annotated, Final, Literal
 
 from fastapi import Depends, Request
 
+from wreg.core import hf
 from wreg.core.digest import PREFIX, validate_digest
 from wreg.core.errors import ErrorCode, WregError
 from wreg.core.reference import validate_name, validate_tag
@@ -53,7 +56,12 @@ log = logging.getLogger(__name__)
 OPEN_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 PULL_METHODS: Final = frozenset({"GET", "HEAD"})
 # POSTs that only read: the batched chunk download (``api/routes/chunks.py``).
-READ_POSTS: Final = frozenset({"/v1/repositories/{name}/chunks/fetch"})
+READ_POSTS: Final = frozenset(
+    {
+        "/v1/repositories/{name}/chunks/fetch",
+        "/api/models/{repo_id}/paths-info/{revision}",
+    }
+)
 # Any valid token (or anonymous, if allowed): who am I; may this token read that URI.
 CALLER_ROUTES: Final = frozenset({"/v1/tokens/self", "/v1/auth/check"})
 
@@ -84,6 +92,8 @@ def required(method: str, route: str, params: dict[str, str]) -> Need:
         return Need("repository", action, params["name"])
     if route.startswith("/v1/chunks/"):
         return Need("chunks", action)
+    if "repo_id" in params:  # the HF API: an id no wreg name matches is no repository
+        return Need("repository", action, hf.name_of(params["repo_id"]) or "")
     return Need("manage")
 
 
@@ -102,6 +112,9 @@ PATH_VALIDATORS: Final[dict[str, Callable[[str], str]]] = {
     "tag": validate_tag,
     "reference": validate_reference,
     "token_name": tokens.validate_name,
+    "repo_id": hf.validate_repo_id,
+    "revision": hf.validate_revision,
+    "path": hf.validate_path_param,
 }
 PATH_PARAMETERS: Final = frozenset(PATH_VALIDATORS)
 

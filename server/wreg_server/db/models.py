@@ -3,6 +3,7 @@
     repositories ─┬─< manifests ─┬─< manifest_chunks >── chunks ──< chunk_claims
                   └─< tags ──────┘ (tag → manifest)
     tokens (bearer tokens: hashed secret, scopes; see wreg_server/auth)
+    file_hashes (a file identity's sha256, for the Hugging Face API's ETags)
 
 ``chunks`` records every chunk whose encoded bytes are in the object store (a chunk is
 visible only once its row exists). ``manifest_chunks`` is the reference graph the garbage
@@ -180,3 +181,21 @@ class Token(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class FileHash(Base):
+    """The sha256 of a file's content, by its identity (``FileEntry.digest``).
+
+    Hugging Face clients take a 64-hex ETag to be the file's sha256 and check local
+    copies against it (``hf/``), so wreg claims one only where it computed it: from the
+    verified chunks after a commit (``domain/filehashes.py``), or from bytes it received
+    whole (mirror, HF uploads). Keyed by identity, which is derived from content, so one
+    row serves every manifest of every repository holding the same file; a row names no
+    repository and so reveals nothing to a reader who cannot read the file anyway.
+    """
+
+    __tablename__ = "file_hashes"
+
+    identity: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -97,6 +97,28 @@ async def resolve(session: AsyncSession, name: str, reference: str) -> ManifestB
     return ManifestBody(name, row.digest, row.body)
 
 
+async def find(
+    session: AsyncSession, name: str, *, prefix: str | None = None, tag: str | None = None
+) -> list[ManifestBody]:
+    """The manifests of ``name`` whose digest starts with ``prefix`` (at most two: one
+    more than a unique prefix finds), or the one ``tag`` points at (none if neither
+    matches); raises ``NotFound`` (NAME_UNKNOWN) for an unknown repository."""
+    repo_id = await repositories.require(session, name)
+    query = select(ManifestRow.digest, ManifestRow.body, ManifestRow.created_at).where(
+        ManifestRow.repository_id == repo_id
+    )
+    if prefix is not None:
+        query = query.where(ManifestRow.digest.startswith(prefix, autoescape=True)).limit(2)
+    elif tag is not None:
+        query = query.join(Tag, Tag.manifest_id == ManifestRow.id).where(
+            Tag.repository_id == repo_id, Tag.name == tag
+        )
+    else:
+        raise ValueError("find needs a prefix or a tag")
+    rows = (await session.execute(query)).all()
+    return [ManifestBody(name, r.digest, r.body, r.created_at) for r in rows]
+
+
 async def remove(session: AsyncSession, name: str, digest: str) -> list[str]:
     """Delete manifest ``digest`` of ``name`` and every tag pointing at it; returns the tags.
 

@@ -26,6 +26,7 @@ class ManifestBody:
     name: str
     digest: str
     body: bytes
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,13 @@ from wreg.core.mediatypes import MANIFEST_MEDIA_TYPE
 from wreg.core.reference import validate_tag
 from wreg_server.api.body import openapi_binary, read_limited
 from wreg_server.api.caching import immutable, revalidate
-from wreg_server.api.deps import RepositoryChunksDep, SessionDep, SettingsDep, VisibilityDep
+from wreg_server.api.deps import (
+    FileHasherDep,
+    RepositoryChunksDep,
+    SessionDep,
+    SettingsDep,
+    VisibilityDep,
+)
 from wreg_server.api.schemas import ManifestCommitted
 from wreg_server.domain import manifests
 
@@ -42,6 +48,7 @@ async def put_manifest(
     settings: SettingsDep,
     visibility: VisibilityDep,
     sets: RepositoryChunksDep,
+    hasher: FileHasherDep,
     tag: str | None = None,
 ) -> ManifestCommitted:
     """Commit a canonical manifest whose chunks are all stored; optionally move ``tag``."""
@@ -53,6 +60,7 @@ async def put_manifest(
     created = await manifests.commit(session, name, digest, body, tag, visibility=visibility)
     if created is not None:
         sets.add(name, created.chunk_digests())
+        hasher.schedule(created.files)  # sha256s for the HF API (domain/filehashes)
     response.status_code = 201 if created is not None else 200
     return ManifestCommitted(name=name, digest=digest, tag=tag)
 

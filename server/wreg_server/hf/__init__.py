@@ -1,0 +1,47 @@
+"""The Hugging Face compatible API: existing HF clients use wreg unchanged.
+
+``HF_ENDPOINT=<wreg url>`` and ``HF_TOKEN=<wreg token>`` make ``huggingface_hub`` (and so
+transformers, sentence-transformers, diffusers, vLLM) download from wreg, outside
+``/v1``, over the same domain layer, auth and chunk store:
+
+    (``wreg.core.hf``: repository ids, revisions, commit ids — pure, shared)
+    errors.py     X-Error-Code errors; ``HfRoute`` translates every other error
+    snapshots.py  (repository id, revision) → manifest
+    routes.py     the read API: model info, tree, paths-info, resolve (bytes, ranges)
+
+``install(app)`` registers the id convertor and the routes, after every ``/v1`` route.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import FastAPI
+from starlette.convertors import Convertor, register_url_convertor
+
+HF_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*(?:/[A-Za-z0-9][A-Za-z0-9_.-]*)?"
+_HF_ID_RE = re.compile(HF_ID_PATTERN)
+
+
+class RepoIdConvertor(Convertor[str]):
+    """``{repo_id:hfid}``: an HF repository id, one or two segments."""
+
+    regex = HF_ID_PATTERN
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        if not _HF_ID_RE.fullmatch(value):
+            raise ValueError(f"not a repository id: {value!r}")
+        return value
+
+
+register_url_convertor("hfid", RepoIdConvertor())
+
+
+def install(app: FastAPI) -> None:
+    """Add the HF routes to ``app`` (call after the ``/v1`` routers)."""
+    from wreg_server.hf import routes
+
+    app.include_router(routes.router)
