@@ -62,6 +62,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             log.info("wreg-server ready: index %s, store %s", engine.url, store.name)
             yield
         finally:
+            await hf.close(app)
             await hasher.close()
             await store.close()
             await engine.dispose()

@@ -136,6 +136,30 @@ class ServerSettings(BaseSettings):
         "names the client; default none (the header is ignored)",
     )
 
+    upstream_hf: str = Field(
+        default="",
+        description="pull-through mirror: an HF-compatible endpoint (https://huggingface.co, "
+        "another wreg) whose repositories the HF API fetches once when asked for one it "
+        "lacks; default none",
+    )
+    upstream_hf_token: str = Field(
+        default="", description="bearer token sent to upstream_hf (gated or private repositories)"
+    )
+    upstream_hf_allow: str = Field(
+        default="*",
+        description="comma-separated fnmatch patterns of HF repository ids the mirror may "
+        "fetch (case-insensitive; '*' crosses '/')",
+    )
+    upstream_hf_deny: str = Field(
+        default="", description="comma-separated patterns never mirrored (checked after allow)"
+    )
+    upstream_hf_max_bytes: int = Field(
+        default=1 << 40, gt=0, description="largest revision (all files) the mirror fetches"
+    )
+    upstream_hf_timeout: float = Field(
+        default=60.0, gt=0, description="seconds an upstream request may stall"
+    )
+
     max_chunk_raw: int = Field(default=sizes.MAX_CHUNK_RAW, gt=0)
     max_chunk_encoded: int = Field(default=sizes.MAX_CHUNK_ENCODED, gt=0)
     max_manifest_bytes: int = Field(default=sizes.MAX_MANIFEST_BYTES, gt=0)

@@ -8,6 +8,7 @@ transformers, sentence-transformers, diffusers, vLLM) download from wreg, outsid
     errors.py     X-Error-Code errors; ``HfRoute`` translates every other error
     snapshots.py  (repository id, revision) → manifest
     routes.py     the read API: model info, tree, paths-info, resolve (bytes, ranges)
+    mirror.py     pull-through from an upstream hub (WREG_UPSTREAM_HF)
 
 ``install(app)`` registers the id convertor and the routes, after every ``/v1`` route.
 """
@@ -45,3 +46,12 @@ def install(app: FastAPI) -> None:
     from wreg_server.hf import routes
 
     app.include_router(routes.router)
+
+
+async def close(app: FastAPI) -> None:
+    """Release what the HF API opened (the mirror's upstream connections); at shutdown."""
+    from wreg_server.hf.mirror import Mirror
+
+    mirror = getattr(app.state, "hf_mirror", None)
+    if isinstance(mirror, Mirror):
+        await mirror.close()

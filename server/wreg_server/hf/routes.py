@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Annotated, Any, Final
 from urllib.parse import parse_qs, quote, urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -37,11 +37,19 @@ from wreg.core.sizes import MAX_JSON_BODY
 from wreg_server.api.body import read_limited
 from wreg_server.api.caching import NO_STORE, immutable, revalidate
 from wreg_server.api.deps import ContextDep, FileHasherDep, SessionDep, SettingsDep
-from wreg_server.context import AppContext
+from wreg_server.context import AppContext, get_context
 from wreg_server.domain import filehashes
 from wreg_server.domain.filehashes import FileHasher
 from wreg_server.domain.files import read_range
-from wreg_server.hf.errors import COMMIT_HEADER, HfError, HfRoute, entry_not_found
+from wreg_server.hf.errors import (
+    COMMIT_HEADER,
+    REPO_NOT_FOUND,
+    REVISION_NOT_FOUND,
+    HfError,
+    HfRoute,
+    entry_not_found,
+)
+from wreg_server.hf.mirror import Mirror
 from wreg_server.hf.snapshots import Snapshot, name_or_404, resolve
 
 router = APIRouter(route_class=HfRoute, tags=["huggingface"], include_in_schema=False)
@@ -54,6 +62,8 @@ HASH_WAIT: Final = 5.0
 """Seconds a request waits for a file's sha256 still being computed."""
 POINTER_SIZE: Final = 134
 """The size of a git-lfs pointer file, which the Hub reports for LFS files."""
+MIRRORED: Final = frozenset({REPO_NOT_FOUND, REVISION_NOT_FOUND})
+"""The errors a mirror answers by fetching from upstream."""
 _RANGE_RE: Final = re.compile(r"bytes=(\d*)-(\d*)")
 
 
@@ -116,10 +126,37 @@ def _model_json(snapshot: Snapshot, private: bool, hashes: dict[str, str] | None
     }
 
 
+async def get_mirror(request: Request) -> Mirror | None:
+    """The app's pull-through mirror, if ``WREG_UPSTREAM_HF`` is set (created on first use,
+    closed by ``hf.close`` at shutdown). ``async`` so that it runs on the event loop, not
+    in FastAPI's thread pool, where concurrent first requests would each build one."""
+    state = request.app.state
+    mirror = getattr(state, "hf_mirror", None)
+    if mirror is None:
+        context = get_context(request)
+        if not context.settings.upstream_hf:
+            return None
+        mirror = state.hf_mirror = Mirror(context.settings, context.sessions, context.store)
+    assert isinstance(mirror, Mirror)  # noqa: S101 - narrows app.state (set just above)
+    return mirror
+
+
+MirrorDep = Annotated[Mirror | None, Depends(get_mirror)]
+
+
 async def _snapshot(
-    context: AppContext, session: AsyncSession, repo_id: str, revision: str
+    mirror: Mirror | None, session: AsyncSession, repo_id: str, revision: str
 ) -> Snapshot:
+    """The snapshot ``revision`` names, fetched from upstream first if this registry
+    lacks it and the mirror may fetch it (``hf/mirror.py``)."""
     name = name_or_404(repo_id)
+    try:
+        return await resolve(session, repo_id, name, revision)
+    except HfError as exc:
+        if mirror is None or exc.code not in MIRRORED or not mirror.allows(repo_id):
+            raise
+    await session.rollback()  # end the read transaction: the fetch commits in its own
+    await mirror.fetch(repo_id, name, revision)
     return await resolve(session, repo_id, name, revision)
 
 
@@ -130,12 +167,13 @@ def _private(context: AppContext) -> bool:
 async def _model_info(
     context: AppContext,
     hasher: FileHasher,
+    mirror: Mirror | None,
     session: AsyncSession,
     repo_id: str,
     revision: str,
     blobs: bool,
 ) -> JSONResponse:
-    snapshot = await _snapshot(context, session, repo_id, revision)
+    snapshot = await _snapshot(mirror, session, repo_id, revision)
     hashes = await _hashes(hasher, session, snapshot) if blobs else None
     return JSONResponse(
         _model_json(snapshot, _private(context), hashes),
@@ -148,11 +186,12 @@ async def model_info(
     repo_id: str,
     context: ContextDep,
     hasher: FileHasherDep,
+    mirror: MirrorDep,
     session: SessionDep,
     blobs: bool = False,
 ) -> Response:
     """Model info at ``main`` (``HfApi.model_info``)."""
-    return await _model_info(context, hasher, session, repo_id, hf.DEFAULT_REVISION, blobs)
+    return await _model_info(context, hasher, mirror, session, repo_id, hf.DEFAULT_REVISION, blobs)
 
 
 @router.get("/api/models/{repo_id:hfid}/revision/{revision}")
@@ -161,11 +200,12 @@ async def model_info_at(
     revision: str,
     context: ContextDep,
     hasher: FileHasherDep,
+    mirror: MirrorDep,
     session: SessionDep,
     blobs: bool = False,
 ) -> Response:
     """Model info at ``revision`` (``model_info(revision=…)``, ``snapshot_download``)."""
-    return await _model_info(context, hasher, session, repo_id, revision, blobs)
+    return await _model_info(context, hasher, mirror, session, repo_id, revision, blobs)
 
 
 def _tree(entries: tuple[FileEntry, ...], path: str, recursive: bool) -> list[tuple[str, Any]]:
@@ -196,6 +236,7 @@ async def tree(
     request: Request,
     context: ContextDep,
     hasher: FileHasherDep,
+    mirror: MirrorDep,
     session: SessionDep,
     path: str = "",
     recursive: bool = False,
@@ -204,7 +245,7 @@ async def tree(
 ) -> Response:
     """The files and folders under ``path`` (``list_repo_tree``, ``list_repo_files``),
     ``PAGE`` at a time; the next page's URL is in ``Link: <…>; rel="next"``."""
-    snapshot = await _snapshot(context, session, repo_id, revision)
+    snapshot = await _snapshot(mirror, session, repo_id, revision)
     path = path.strip("/")
     listing = _tree(snapshot.manifest.files, path, recursive)
     if path and not listing and snapshot.file(path) is None:
@@ -235,11 +276,12 @@ async def paths_info(
     request: Request,
     context: ContextDep,
     hasher: FileHasherDep,
+    mirror: MirrorDep,
     session: SessionDep,
     settings: SettingsDep,
 ) -> Response:
     """The entries for the given paths (``get_paths_info``); unknown paths are left out."""
-    snapshot = await _snapshot(context, session, repo_id, revision)
+    snapshot = await _snapshot(mirror, session, repo_id, revision)
     body = await read_limited(request, MAX_JSON_BODY)
     paths = await _paths_of(request, body)
     by_path = {entry.path: entry for entry in snapshot.manifest.files}
@@ -305,10 +347,11 @@ async def resolve_file(
     request: Request,
     context: ContextDep,
     hasher: FileHasherDep,
+    mirror: MirrorDep,
     session: SessionDep,
 ) -> Response:
     """One file of a revision: headers (HEAD) or bytes (GET, ``Range`` honoured)."""
-    snapshot = await _snapshot(context, session, repo_id, revision)
+    snapshot = await _snapshot(mirror, session, repo_id, revision)
     entry = snapshot.file(path)
     if entry is None:
         raise entry_not_found(repo_id, path, snapshot.commit)

@@ -33,6 +33,12 @@ class Snapshot:
 
     @property
     def commit(self) -> str:
+        """The commit id clients see: the upstream's for a mirrored snapshot (the mirror
+        tags it with that id, so it resolves back), else derived from the digest."""
+        mirrored = self.upstream
+        commit = mirrored.get("commit")
+        if "upstream" in mirrored and commit is not None and hf.is_commit_id(commit):
+            return commit
         return hf.commit_id(self.digest)
 
     def file(self, path: str) -> FileEntry | None:
