@@ -30,10 +30,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
