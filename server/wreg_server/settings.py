@@ -160,6 +160,13 @@ class ServerSettings(BaseSettings):
         default=60.0, gt=0, description="seconds an upstream request may stall"
     )
 
+    hf_max_commit_bytes: int = Field(
+        default=64 << 30,
+        gt=0,
+        description="largest Hugging Face commit body (files travel inline, base64); it is "
+        "spooled to <data>/tmp, never held in memory",
+    )
+
     max_chunk_raw: int = Field(default=sizes.MAX_CHUNK_RAW, gt=0)
     max_chunk_encoded: int = Field(default=sizes.MAX_CHUNK_ENCODED, gt=0)
     max_manifest_bytes: int = Field(default=sizes.MAX_MANIFEST_BYTES, gt=0)

@@ -53,7 +53,6 @@ def hf_call(
         "HF_HUB_CACHE": str(tmp / "hf-cache"),
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "HF_HUB_DISABLE_XET": "1",
         **env,
     }
     if token is not None:

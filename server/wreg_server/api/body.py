@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -36,6 +37,14 @@ async def read_limited(
     request: Request, limit: int, code: ErrorCode = ErrorCode.BODY_TOO_LARGE
 ) -> bytes:
     """The whole body, or ``InvalidInput(code)`` (a 413 code) once it passes ``limit``."""
+    return b"".join([part async for part in iter_limited(request, limit, code)])
+
+
+async def iter_limited(
+    request: Request, limit: int, code: ErrorCode = ErrorCode.BODY_TOO_LARGE
+) -> AsyncIterator[bytes]:
+    """The body piece by piece under ``read_limited``'s rules (for bodies spooled to disk
+    rather than held: the cap and the deadlines are the same)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit, code)
@@ -43,7 +52,6 @@ async def read_limited(
     min_rate = float(getattr(_settings(request), "body_min_rate", 0.0))
     loop = asyncio.get_running_loop()
     started = loop.time()
-    parts: list[bytes] = []
     received = 0
     stream = request.stream().__aiter__()
     while True:
@@ -74,8 +82,7 @@ async def read_limited(
         received += len(part)
         if received > limit:
             raise _too_large(limit, code)
-        parts.append(part)
-    return b"".join(parts)
+        yield part
 
 
 def _settings(request: Request) -> object:

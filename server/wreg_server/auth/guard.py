@@ -16,6 +16,7 @@ What a request needs is derived from its method and route template:
       (the global chunk routes exist only under WREG_CHUNK_NAMESPACE=global)
     GET /v1/tokens/self                          any caller (who am I)
     GET/HEAD /v1/auth/check                      any caller (it judges another request)
+    POST /api/repos/create, /api/validate-yaml   any caller (create checks push on the name)
     HF API routes ({repo_id} in the path, hf/)   GET/HEAD and POST .../paths-info/...: pull
       on the repository the id maps to (``wreg.core.hf.name_of``); other POSTs: push
     /v1/tokens...                                admin on *
@@ -63,7 +64,11 @@ READ_POSTS: Final = frozenset(
     }
 )
 # Any valid token (or anonymous, if allowed): who am I; may this token read that URI.
-CALLER_ROUTES: Final = frozenset({"/v1/tokens/self", "/v1/auth/check"})
+# The HF API's repository creation checks push on the name in its body itself
+# (hf/uploads.py); its model card check reads nothing.
+CALLER_ROUTES: Final = frozenset(
+    {"/v1/tokens/self", "/v1/auth/check", "/api/repos/create", "/api/validate-yaml"}
+)
 
 Kind = Literal["open", "caller", "listing", "repository", "chunks", "manage"]
 

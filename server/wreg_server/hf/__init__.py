@@ -9,6 +9,7 @@ transformers, sentence-transformers, diffusers, vLLM) download from wreg, outsid
     snapshots.py  (repository id, revision) → manifest
     routes.py     the read API: model info, tree, paths-info, resolve (bytes, ranges)
     mirror.py     pull-through from an upstream hub (WREG_UPSTREAM_HF)
+    uploads.py    the write API: create_repo, preupload, commit (upload_folder)
 
 ``install(app)`` registers the id convertor and the routes, after every ``/v1`` route.
 """
@@ -43,8 +44,9 @@ register_url_convertor("hfid", RepoIdConvertor())
 
 def install(app: FastAPI) -> None:
     """Add the HF routes to ``app`` (call after the ``/v1`` routers)."""
-    from wreg_server.hf import routes
+    from wreg_server.hf import routes, uploads
 
+    app.include_router(uploads.router)
     app.include_router(routes.router)
 
 
