@@ -10,8 +10,9 @@ TORCH_VENV  := .venv-torch
 TORCH_BIN   := $(TORCH_VENV)/bin
 TORCH_STAMP := $(TORCH_VENV)/.installed
 TORCH_PIN   := torch==2.13.0
-# What the torch suite loads into besides torch: README's transformers example is a test.
-TORCH_WITH  := 'transformers>=4.45'
+# What the torch suite loads into besides torch: README's transformers example and the
+# sentence-transformers-through-HF_ENDPOINT check (tests/torch/test_hf_endpoint.py) are tests.
+TORCH_WITH  := 'transformers>=4.45' 'sentence-transformers>=3'
 
 .PHONY: install install-torch run test test-torch test-fast check lint format docs bench \
 	bench-tools soak clean
