@@ -1,11 +1,12 @@
-"""file_hashes: the sha256 of each file identity, for the Hugging Face API's ETags.
+"""file_hashes and lfs_objects: the Hugging Face API's sha256 ETags and LFS uploads.
 
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-02
 
-A new table only, filled after commits and by the mirror and HF uploads; see
-``wreg_server/db/models.py`` (``FileHash``).
+New tables only: ``file_hashes`` is filled after commits and by the mirror and HF
+uploads, ``lfs_objects`` by LFS uploads; see ``wreg_server/db/models.py`` (``FileHash``,
+``LfsObject``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,17 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("identity", name="pk_file_hashes"),
     )
+    op.create_table(
+        "lfs_objects",
+        sa.Column("repository", sa.String(255), nullable=False),
+        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("size", sa.BigInteger(), nullable=False),
+        sa.Column("chunks", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("repository", "sha256", name="pk_lfs_objects"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("lfs_objects")
     op.drop_table("file_hashes")

@@ -9,6 +9,7 @@ server agree; they are settings only so tests (and cautious operators) can lower
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -165,6 +166,18 @@ class ServerSettings(BaseSettings):
         gt=0,
         description="largest Hugging Face commit body (files travel inline, base64); it is "
         "spooled to <data>/tmp, never held in memory",
+    )
+
+    hf_lfs_min_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="files at least this large are uploaded over the HF API's LFS transfer "
+        "(streamed, not inline); needs clients with HF_HUB_DISABLE_XET=1; 0: every file inline",
+    )
+    hf_upload_secret: str = Field(
+        default_factory=lambda: secrets.token_hex(32),
+        description="HMAC key of the HF API's signed LFS upload URLs; replicas must share "
+        "it; default: random per process",
     )
 
     max_chunk_raw: int = Field(default=sizes.MAX_CHUNK_RAW, gt=0)

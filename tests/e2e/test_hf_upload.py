@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 import wreg
@@ -96,3 +98,53 @@ def test_upload_file_builds_on_the_parent(auth_server: RunningServer, tmp_path: 
         token=reader,
     )
     assert denied["error"] in {"HfHubHTTPError", "RepositoryNotFoundError"}, denied
+
+
+@pytest.fixture(scope="module")
+def lfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    root = tmp_path_factory.mktemp("hf-lfs")
+    env = {"WREG_AUTH": "on", "WREG_AUTH_CACHE_SECONDS": "0", "WREG_HF_LFS_MIN_BYTES": "1048576"}
+    running = start_server(root / "data", env)
+    yield running
+    running.stop()
+
+
+def test_large_files_stream_over_lfs(lfs_server: RunningServer, tmp_path: Path) -> None:
+    """With WREG_HF_LFS_MIN_BYTES, a client with Xet disabled PUTs large files to signed
+    URLs (no token on the PUT) and names them by sha256 in the commit."""
+    token = create_token(lfs_server, "lfs-trainer", "push:trainer/*")
+    before = lfs_server.log.read_text().count(" PUT /api/lfs/")
+    out = hf_call(
+        lfs_server.url,
+        f"""
+        api = hh.HfApi()
+        api.upload_folder(repo_id="trainer/lfs", folder_path={str(base_model())!r})
+        api.upload_folder(repo_id="trainer/lfs", folder_path={str(base_model())!r},
+                          path_in_repo="copy")
+        out = {{"path": hh.snapshot_download("trainer/lfs")}}
+        """,
+        tmp_path,
+        token=token,
+        HF_HUB_DISABLE_XET="1",
+    )
+    assert "error" not in out, out
+    log = lfs_server.log.read_text()
+    puts = [line.split(" PUT ")[1] for line in log.splitlines() if " PUT /api/lfs/" in line]
+    puts = puts[before:]
+    # One PUT: the weights, once; the copy names the object the repository already holds.
+    assert len(puts) == 1
+    assert (
+        puts[0]
+        .split()[0]
+        .endswith(hashlib.sha256((base_model() / "model.safetensors").read_bytes()).hexdigest())
+    )
+    expected = tmp_path / "expected"
+    shutil.copytree(base_model(), expected)
+    shutil.copytree(base_model(), expected / "copy")
+    assert_same_tree(expected, Path(out["path"]))
+    # The upload URL is the credential: a forged, altered or unsigned one is refused.
+    oid = "0" * 64
+    base = f"{lfs_server.url}/api/lfs/trainer/lfs/{oid}"
+    for query in ("", "?size=1&expires=99999999999&sig=" + "0" * 64):
+        r = httpx.put(base + query, content=b"x")
+        assert r.status_code == 401, r.text

@@ -26,6 +26,7 @@ TABLES = {
     "tokens",
     "chunk_claims",
     "file_hashes",
+    "lfs_objects",
 }
 
 

@@ -32,6 +32,7 @@ DEFAULT_REVISION: Final = "main"
 COMMIT_ID_LENGTH: Final = 40
 MAX_REVISION_LENGTH: Final = 255
 _COMMIT_RE: Final = re.compile(r"[0-9a-f]{40}")
+_SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
 _NAME_RE: Final = re.compile(NAME_PATTERN)
 _TAG_RE: Final = re.compile(TAG_PATTERN)
 # What an HF id may look like before it is mapped (huggingface_hub's own rule: word
@@ -74,6 +75,13 @@ def validate_path_param(path: str) -> str:
     if len(path) > MAX_PATH_LENGTH or not path.isprintable():
         raise ErrorCode.PATH_UNSAFE.error(f"invalid path {path[:200]!r}")
     return path
+
+
+def validate_sha256(oid: str) -> str:
+    """An LFS object id: a sha256 in lowercase hex."""
+    if not _SHA256_RE.fullmatch(oid):
+        raise ErrorCode.DIGEST_INVALID.error(f"invalid sha256 {oid[:80]!r}")
+    return oid
 
 
 def commit_id(manifest_digest: str) -> str:

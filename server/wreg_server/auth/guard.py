@@ -17,6 +17,7 @@ What a request needs is derived from its method and route template:
     GET /v1/tokens/self                          any caller (who am I)
     GET/HEAD /v1/auth/check                      any caller (it judges another request)
     POST /api/repos/create, /api/validate-yaml   any caller (create checks push on the name)
+    PUT /api/lfs/{repo_id}/{oid}                 a signed URL (auth/signed.py), no token
     HF API routes ({repo_id} in the path, hf/)   GET/HEAD and POST .../paths-info/...: pull
       on the repository the id maps to (``wreg.core.hf.name_of``); other POSTs: push
     /v1/tokens...                                admin on *
@@ -48,8 +49,8 @@ from wreg.core import hf
 from wreg.core.digest import PREFIX, validate_digest
 from wreg.core.errors import ErrorCode, WregError
 from wreg.core.reference import validate_name, validate_tag
-from wreg_server.auth import tokens
-from wreg_server.auth.scopes import Action, Principal
+from wreg_server.auth import signed, tokens
+from wreg_server.auth.scopes import Action, Principal, Scope
 from wreg_server.context import AppContext, get_context
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,11 @@ CALLER_ROUTES: Final = frozenset(
     {"/v1/tokens/self", "/v1/auth/check", "/api/repos/create", "/api/validate-yaml"}
 )
 
-Kind = Literal["open", "caller", "listing", "repository", "chunks", "manage"]
+# Routes authorized by a signed URL instead of a token (``auth/signed.py``): the HF API's
+# LFS upload, whose client sends no Authorization header.
+SIGNED_ROUTES: Final = frozenset({"/api/lfs/{repo_id}/{oid}"})
+
+Kind = Literal["open", "caller", "listing", "repository", "chunks", "manage", "signed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +102,8 @@ def required(method: str, route: str, params: dict[str, str]) -> Need:
         return Need("repository", action, params["name"])
     if route.startswith("/v1/chunks/"):
         return Need("chunks", action)
+    if route in SIGNED_ROUTES and method == "PUT":
+        return Need("signed", "push", hf.name_of(params.get("repo_id", "")) or "")
     if "repo_id" in params:  # the HF API: an id no wreg name matches is no repository
         return Need("repository", action, hf.name_of(params["repo_id"]) or "")
     return Need("manage")
@@ -120,6 +127,7 @@ PATH_VALIDATORS: Final[dict[str, Callable[[str], str]]] = {
     "repo_id": hf.validate_repo_id,
     "revision": hf.validate_revision,
     "path": hf.validate_path_param,
+    "oid": hf.validate_sha256,
 }
 PATH_PARAMETERS: Final = frozenset(PATH_VALIDATORS)
 
@@ -225,6 +233,15 @@ async def guard(request: Request) -> None:
     if need.kind == "open":
         return
     context = get_context(request)
+    if need.kind == "signed":  # the URL is the credential, for one upload (auth/signed.py)
+        validate_params(params)
+        signed.check(
+            context.settings.hf_upload_secret,
+            request.url.path,
+            dict(request.query_params),
+        )
+        request.state.principal = Principal(None, (Scope("push", need.repository or ""),))
+        return
     if context.settings.auth_enabled:
         principal = await authenticate(request, context)
     else:

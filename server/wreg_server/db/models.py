@@ -4,6 +4,7 @@
                   └─< tags ──────┘ (tag → manifest)
     tokens (bearer tokens: hashed secret, scopes; see wreg_server/auth)
     file_hashes (a file identity's sha256, for the Hugging Face API's ETags)
+    lfs_objects (files uploaded over the HF API's LFS transfer, awaiting their commit)
 
 ``chunks`` records every chunk whose encoded bytes are in the object store (a chunk is
 visible only once its row exists). ``manifest_chunks`` is the reference graph the garbage
@@ -198,4 +199,23 @@ class FileHash(Base):
 
     identity: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LfsObject(Base):
+    """A file uploaded through the Hugging Face API's LFS transfer (``hf/uploads.py``):
+    its sha256, size and chunk list, for the commit that names it by sha256.
+
+    Scoped to the repository it was uploaded through, like a chunk claim: a commit to
+    another repository cannot name it. The chunks are claimed for the repository at
+    upload; GC's grace period covers the time between upload and commit, and a row whose
+    chunks were collected is simply uploaded again (the commit checks every chunk).
+    """
+
+    __tablename__ = "lfs_objects"
+
+    repository: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    chunks: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -4,6 +4,8 @@
     POST /api/validate-yaml                         the model card check: always fine
     POST /api/models/{repo_id}/preupload/{revision} how each file travels: inline
     POST /api/models/{repo_id}/commit/{revision}    the commit (NDJSON), chunked on arrival
+    POST /{repo_id}.git/info/lfs/objects/batch       git-lfs batch: signed upload URLs
+    PUT  /api/lfs/{repo_id}/{oid}                   one LFS object, chunked on arrival
 
 How files travel: huggingface_hub 2.4 decides Xet against LFS on its own side (it uses
 Xet whenever the ``hf_xet`` package is installed, which it is by default), and sends a
@@ -14,6 +16,11 @@ the data directory (bounded by ``WREG_HF_MAX_COMMIT_BYTES``, the body deadlines 
 ``api/body.py`` apply), never held in memory: it is read through ``mmap``, and each
 file's base64 content is decoded in blocks into a file of its own, which is then cut,
 encoded and stored like a push (``domain/ingest.py``) and hashed (sha256 for the ETag).
+
+Inline costs the client memory (it base64-encodes each file whole), so for large
+checkpoints ``WREG_HF_LFS_MIN_BYTES`` makes preupload answer ``lfs`` for files that
+large: a client with ``HF_HUB_DISABLE_XET=1`` then streams each one in a ``PUT`` to a
+URL the batch endpoint signed, and names it by sha256 in the commit (``lfsFile``).
 
 A commit builds on its revision's current manifest: the files it adds or replaces, less
 those it deletes; ``parentCommit``, when sent, must be the revision's current commit
@@ -45,8 +52,9 @@ from wreg.core.manifest import FileEntry, Manifest, validate_path
 from wreg.core.sizes import MAX_JSON_BODY, MAX_MANIFEST_FILES
 from wreg_server.api.body import iter_limited, read_limited
 from wreg_server.api.deps import SessionDep, SettingsDep, StoreDep, VisibilityDep
+from wreg_server.auth import signed
 from wreg_server.auth.guard import PrincipalDep
-from wreg_server.domain import filehashes, ingest, manifests, tags
+from wreg_server.domain import filehashes, ingest, lfs, manifests, tags
 from wreg_server.hf.errors import HfError, HfRoute
 from wreg_server.hf.snapshots import Snapshot, name_or_404, resolve
 from wreg_server.objectstore import ObjectStore
@@ -112,9 +120,13 @@ async def validate_yaml(request: Request) -> Response:
 
 
 @router.post("/api/models/{repo_id:hfid}/preupload/{revision}")
-async def preupload(repo_id: str, revision: str, request: Request) -> Response:
-    """Every file is sent inline (module docstring); nothing is skipped."""
+async def preupload(
+    repo_id: str, revision: str, request: Request, settings: SettingsDep
+) -> Response:
+    """Files go inline, or over LFS from ``WREG_HF_LFS_MIN_BYTES`` on (module docstring);
+    nothing is skipped."""
     name_or_404(repo_id)
+    lfs_from = settings.hf_lfs_min_bytes
     doc = _json_object(await read_limited(request, MAX_JSON_BODY))
     files = doc.get("files")
     if not isinstance(files, list) or len(files) > MAX_MANIFEST_FILES:
@@ -122,9 +134,11 @@ async def preupload(repo_id: str, revision: str, request: Request) -> Response:
     out = []
     for item in files:
         path = item.get("path") if isinstance(item, dict) else None
-        if not isinstance(path, str):
-            raise _bad("every preupload file needs a path")
-        out.append({"path": path, "uploadMode": "regular", "shouldIgnore": False, "oid": None})
+        size = item.get("size") if isinstance(item, dict) else None
+        if not isinstance(path, str) or not isinstance(size, int):
+            raise _bad("every preupload file needs a path and a size")
+        mode = "lfs" if 0 < lfs_from <= size else "regular"
+        out.append({"path": path, "uploadMode": mode, "shouldIgnore": False, "oid": None})
     return JSONResponse({"files": out})
 
 
@@ -135,6 +149,7 @@ class _Commit:
     summary: str = ""
     parent: str | None = None
     added: dict[str, Path] = field(default_factory=dict)
+    lfs: dict[str, tuple[str, int]] = field(default_factory=dict)  # path -> (sha256, size)
     deleted_files: set[str] = field(default_factory=set)
     deleted_folders: set[str] = field(default_factory=set)
 
@@ -229,7 +244,15 @@ def _parse(spooled: Path, scratch: Path) -> _Commit:
             elif key == "deletedFolder":
                 commit.deleted_folders.add(_clean_path(value.get("path")))
             elif key == "lfsFile":
-                raise _bad("this registry takes files inline (preupload says 'regular')")
+                path = _clean_path(value.get("path"))
+                oid, declared = value.get("oid"), value.get("size")
+                if value.get("algo", "sha256") != "sha256" or not isinstance(oid, str):
+                    raise _bad("an lfsFile needs a sha256 oid")
+                if not isinstance(declared, int):
+                    raise _bad("an lfsFile needs its size")
+                if len(commit.added) + len(commit.lfs) >= MAX_MANIFEST_FILES:
+                    raise _bad(f"a commit adds at most {MAX_MANIFEST_FILES} files")
+                commit.lfs[path] = (oid, declared)
             else:
                 raise _bad(f"unknown commit operation {key!r}")
     if not seen_header:
@@ -265,6 +288,7 @@ def _kept(parent: Snapshot | None, commit: _Commit) -> list[FileEntry]:
         f
         for f in parent.manifest.files
         if f.path not in commit.added
+        and f.path not in commit.lfs
         and f.path not in commit.deleted_files
         and not f.path.startswith(folders)
     ]
@@ -281,6 +305,12 @@ async def _ingest_all(
         entry = FileEntry.of(path, done.chunks)
         await filehashes.record(session, entry.digest, done.sha256)
         entries.append(entry)
+    uploaded = await lfs.find(session, name, (oid for oid, _ in commit.lfs.values()))
+    for path, (oid, size) in commit.lfs.items():
+        refs = uploaded.get(oid)
+        if refs is None or sum(r.size for r in refs) != size:
+            raise _bad(f"{path}: LFS object {oid} was not uploaded to this repository")
+        entries.append(FileEntry.of(path, refs))
     return entries
 
 
@@ -346,3 +376,76 @@ async def commit(
             "commitMessage": parsed.summary,
         }
     )
+
+
+LFS_MEDIA_TYPE: Final = "application/vnd.git-lfs+json"
+MAX_LFS_OBJECTS: Final = 1000
+
+
+@router.post("/{repo_id:hfid}.git/info/lfs/objects/batch")
+async def lfs_batch(
+    repo_id: str, request: Request, session: SessionDep, settings: SettingsDep
+) -> Response:
+    """The git-lfs batch API (upload only): a signed ``PUT`` URL for each object this
+    repository does not hold yet (the client's PUT carries no token: ``auth/signed.py``);
+    held objects get no ``actions``, so the client skips them."""
+    name = name_or_404(repo_id)
+    doc = _json_object(await read_limited(request, MAX_JSON_BODY))
+    objects = doc.get("objects")
+    if doc.get("operation") != "upload":
+        raise _bad("this endpoint takes uploads; downloads go through /resolve")
+    if not isinstance(objects, list) or len(objects) > MAX_LFS_OBJECTS:
+        raise _bad(f"a batch names at most {MAX_LFS_OBJECTS} objects")
+    wanted: list[tuple[str, int]] = []
+    for asked in objects:
+        oid = asked.get("oid") if isinstance(asked, dict) else None
+        size = asked.get("size") if isinstance(asked, dict) else None
+        if not isinstance(oid, str) or not isinstance(size, int) or size < 0:
+            raise _bad("every LFS object needs an oid and a size")
+        if size > settings.hf_max_commit_bytes:
+            raise HfError(413, None, f"object {oid} is larger than WREG_HF_MAX_COMMIT_BYTES")
+        wanted.append((hf.validate_sha256(oid), size))
+    held = await lfs.find(session, name, (oid for oid, _ in wanted))
+    out: list[dict[str, Any]] = []
+    for oid, size in wanted:
+        item: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
+        if oid not in held:
+            path = f"/api/lfs/{repo_id}/{oid}"
+            query = signed.sign(settings.hf_upload_secret, path, size)
+            item["actions"] = {"upload": {"href": f"{_base_url(request)}{path}?{query}"}}
+        out.append(item)
+    return JSONResponse(
+        {"transfer": "basic", "objects": out, "hash_algo": "sha256"},
+        media_type=LFS_MEDIA_TYPE,
+    )
+
+
+@router.put("/api/lfs/{repo_id:hfid}/{oid}")
+async def lfs_upload(
+    repo_id: str,
+    oid: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+) -> Response:
+    """One LFS object's bytes, at the URL the batch signed (the guard checked it):
+    spooled, checked against the signed size and the sha256, chunked and stored."""
+    name = name_or_404(repo_id)
+    size = int(request.query_params["size"])
+    spool = settings.data / "tmp"
+    spool.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=spool, prefix="hf-lfs-") as scratch:
+        into = Path(scratch) / "object"
+        await _spool(request, into, size)
+        got = into.stat().st_size
+        if got != size:
+            raise _bad(f"object {oid}: {got} bytes received, {size} declared")
+        done = await ingest.ingest(
+            session, store, into, through=name, max_raw=settings.max_chunk_raw
+        )
+    if done.sha256 != oid:
+        raise _bad(f"object {oid}: the bytes received hash to {done.sha256}")
+    await filehashes.record(session, FileEntry.of("object", done.chunks).digest, done.sha256)
+    await lfs.record(session, name, oid, done.chunks)
+    return Response(status_code=200)
