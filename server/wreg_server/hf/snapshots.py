@@ -87,17 +87,18 @@ async def resolve(session: AsyncSession, repo_id: str, name: str, revision: str)
     return Snapshot(repo_id, name, row.digest, parsed(row.digest, row.body), row.created_at)
 
 
-_PARSED: dict[str, Manifest] = {}
-_PARSED_MAX: Final = 64
+_PARSED: dict[str, tuple[Manifest, int]] = {}
+_PARSED_BYTES: Final = 64 << 20
+"""Manifest bytes whose parsed form is kept (the most recently parsed first to go last)."""
 
 
 def parsed(digest: str, body: bytes) -> Manifest:
-    """The manifest ``body`` parses to, kept for the ``_PARSED_MAX`` last digests (a
-    manifest is immutable, and parsing a large one costs more than the request)."""
-    manifest = _PARSED.get(digest)
-    if manifest is None:
-        manifest = Manifest.from_json_bytes(body)
-        if len(_PARSED) >= _PARSED_MAX:
-            _PARSED.pop(next(iter(_PARSED)))
-        _PARSED[digest] = manifest
+    """The manifest ``body`` parses to, kept while the kept bodies total at most
+    ``_PARSED_BYTES`` (a manifest is immutable, and parsing a large one costs more than
+    the request)."""
+    hit = _PARSED.pop(digest, None)
+    manifest = hit[0] if hit is not None else Manifest.from_json_bytes(body)
+    _PARSED[digest] = (manifest, len(body))  # re-inserted: most recently used last
+    while sum(n for _, n in _PARSED.values()) > _PARSED_BYTES and len(_PARSED) > 1:
+        _PARSED.pop(next(iter(_PARSED)))
     return manifest

@@ -37,6 +37,7 @@ import json
 import mmap
 import os
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -66,7 +67,8 @@ SMALL_LINE: Final = 1 << 20
 """NDJSON lines up to this size are parsed whole; longer ones must be inline files."""
 _DECODE_BLOCK: Final = 4 << 20  # base64 characters decoded per step (a multiple of 4)
 _FILE_PREFIX: Final = b'{"key": "file", "value": {"content": "'
-_locks: dict[tuple[str, str], asyncio.Lock] = {}
+# One lock per revision being committed to; a lock no commit holds or awaits is dropped.
+_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
 
 
 def _base_url(request: Request) -> str:
@@ -338,7 +340,9 @@ async def commit(
         files.mkdir()
         parsed = await to_thread.run_sync(_parse, body, files)
         os.unlink(body)
-        lock = _locks.setdefault((name, tag), asyncio.Lock())
+        lock = _locks.get((name, tag))
+        if lock is None:
+            lock = _locks[(name, tag)] = asyncio.Lock()
         async with lock:
             parent = await _current(session, repo_id, name, revision)
             if parsed.parent is not None and (parent is None or parsed.parent != parent.commit):
