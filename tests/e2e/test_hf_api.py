@@ -289,17 +289,6 @@ def test_not_found_errors_are_the_clients_own(
     assert r.headers["x-repo-commit"] == hf.commit_id(pushed["v1"])
 
 
-def test_mixed_case_ids_map_to_lowercase_names() -> None:
-    assert hf.name_of("Team-HF/MiniLM-L6") == NAME
-    assert hf.name_of("gpt2") == "gpt2"
-    for bad in ("_x/y", "a/b/c", "a--b/c", "a/b.", "x" * 300, "a/../b", "ü/x"):
-        assert hf.name_of(bad) is None, bad
-    assert hf.tag_of("main") == "latest"
-    assert hf.revision_of("latest") == "main"
-    assert hf.tag_of("refs") == "refs"
-    assert hf.tag_of("blake3x") is None
-
-
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("hf-auth")
