@@ -338,3 +338,34 @@ def test_hf_token_and_scopes(auth_server: RunningServer, tmp_path: Path) -> None
         r = http.get(url, headers={"Authorization": f"Bearer {reader}"})
         assert r.status_code == 200
         assert r.json()["private"] is True
+
+
+def test_tree_listing_pages(server: RunningServer, tmp_path: Path) -> None:
+    """More files than one page (1000): the client follows ``Link: rel="next"``."""
+    model = tmp_path / "many"
+    for i in range(1105):
+        (model / f"shard-{i // 100:02d}").mkdir(parents=True, exist_ok=True)
+        (model / f"shard-{i // 100:02d}" / f"f{i:04d}.txt").write_text(f"{i}\n")
+    wreg.Client(server.url, cache_dir=tmp_path / "c").push(model, "team-hf/many")
+    out = hf_call(
+        server.url,
+        """
+        api = hh.HfApi()
+        out = {"files": api.list_repo_files("team-hf/many"),
+               "top": [e.path for e in api.list_repo_tree("team-hf/many")]}
+        """,
+        tmp_path,
+    )
+    assert "error" not in out, out
+    want = sorted(p.relative_to(model).as_posix() for p in model.rglob("*") if p.is_file())
+    assert sorted(out["files"]) == want
+    assert out["top"] == [f"shard-{i:02d}" for i in range(12)]
+    # The pages themselves: 1000 entries, then the rest (1105 files + 12 folders).
+    with httpx.Client() as http:
+        first = http.get(f"{server.url}/api/models/team-hf/many/tree/main?recursive=true")
+        assert len(first.json()) == 1000
+        second = http.get(first.links["next"]["url"])
+        assert len(second.json()) == 117
+        assert "next" not in second.links
+        paths = [e["path"] for e in first.json() + second.json()]
+        assert len(set(paths)) == len(paths) == 1117
