@@ -36,7 +36,7 @@ from wreg.core.manifest import FileEntry
 from wreg.core.sizes import MAX_JSON_BODY
 from wreg_server.api.body import read_limited
 from wreg_server.api.caching import NO_STORE, immutable, revalidate
-from wreg_server.api.deps import ContextDep, FileHasherDep, SessionDep, SettingsDep
+from wreg_server.api.deps import ContextDep, FileHasherDep, SessionDep
 from wreg_server.context import AppContext, get_context
 from wreg_server.domain import filehashes
 from wreg_server.domain.filehashes import FileHasher
@@ -234,7 +234,6 @@ async def tree(
     repo_id: str,
     revision: str,
     request: Request,
-    context: ContextDep,
     hasher: FileHasherDep,
     mirror: MirrorDep,
     session: SessionDep,
@@ -257,7 +256,7 @@ async def tree(
     body = [
         _file_json(entry, hashes.get(entry.digest))
         if entry is not None
-        else {"type": "directory", "oid": hf.commit_id(snapshot.digest), "path": item}
+        else {"type": "directory", "oid": snapshot.commit, "path": item}
         for item, entry in page
     ]
     headers = {COMMIT_HEADER: snapshot.commit, "Cache-Control": NO_STORE}
@@ -274,11 +273,9 @@ async def paths_info(
     repo_id: str,
     revision: str,
     request: Request,
-    context: ContextDep,
     hasher: FileHasherDep,
     mirror: MirrorDep,
     session: SessionDep,
-    settings: SettingsDep,
 ) -> Response:
     """The entries for the given paths (``get_paths_info``); unknown paths are left out."""
     snapshot = await _snapshot(mirror, session, repo_id, revision)
