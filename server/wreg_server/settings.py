@@ -168,6 +168,11 @@ class ServerSettings(BaseSettings):
         "spooled to <data>/tmp, never held in memory",
     )
 
+    hf_hash_on_commit: bool = Field(
+        default=True,
+        description="compute each new file's sha256 (the HF API's ETag) in the background "
+        "after its commit; false: only when the HF API first asks for it",
+    )
     hf_lfs_min_bytes: int = Field(
         default=0,
         ge=0,

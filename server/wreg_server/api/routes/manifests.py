@@ -60,7 +60,8 @@ async def put_manifest(
     created = await manifests.commit(session, name, digest, body, tag, visibility=visibility)
     if created is not None:
         sets.add(name, created.chunk_digests())
-        hasher.schedule(created.files)  # sha256s for the HF API (domain/filehashes)
+        if settings.hf_hash_on_commit:  # sha256s for the HF API (domain/filehashes.py)
+            hasher.schedule(created.files)
     response.status_code = 201 if created is not None else 200
     return ManifestCommitted(name=name, digest=digest, tag=tag)
 
