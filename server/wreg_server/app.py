@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import Depends, FastAPI
 
 from wreg_server import hf
@@ -52,6 +53,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         try:
             if settings.is_sqlite and settings.migrate_on_start:
                 await upgrade_engine(engine)
+            swept = await to_thread.run_sync(hf.sweep_spool, settings.data / "tmp")
+            if swept:
+                log.info("removed %d stale spool directories from %s", swept, settings.data / "tmp")
             app.state.context = AppContext(
                 settings=settings,
                 engine=engine,

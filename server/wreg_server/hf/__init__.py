@@ -17,6 +17,9 @@ transformers, sentence-transformers, diffusers, vLLM) download from wreg, outsid
 from __future__ import annotations
 
 import re
+import shutil
+import time
+from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.convertors import Convertor, register_url_convertor
@@ -48,6 +51,27 @@ def install(app: FastAPI) -> None:
 
     app.include_router(uploads.router)
     app.include_router(routes.router)
+
+
+SPOOL_PREFIXES = ("mirror-", "hf-commit-", "hf-lfs-")
+STALE_SPOOL_SECONDS = 24 * 3600
+
+
+def sweep_spool(spool: Path, now: float | None = None) -> int:
+    """Remove what the HF API spooled under ``spool`` (``<data>/tmp``) and a crash left
+    behind: directories it names as its own, untouched for ``STALE_SPOOL_SECONDS`` (a
+    live upload or fetch in another process sharing the data directory keeps writing,
+    so it is never that old). Returns how many were removed; at start-up."""
+    if not spool.is_dir():
+        return 0
+    cutoff = (now if now is not None else time.time()) - STALE_SPOOL_SECONDS
+    removed = 0
+    for entry in spool.iterdir():
+        ours = entry.name.startswith(SPOOL_PREFIXES) and not entry.is_symlink()
+        if ours and entry.is_dir() and entry.stat().st_mtime < cutoff:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 async def close(app: FastAPI) -> None:
