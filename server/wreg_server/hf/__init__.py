@@ -59,9 +59,10 @@ STALE_SPOOL_SECONDS = 24 * 3600
 
 def sweep_spool(spool: Path, now: float | None = None) -> int:
     """Remove what the HF API spooled under ``spool`` (``<data>/tmp``) and a crash left
-    behind: directories it names as its own, untouched for ``STALE_SPOOL_SECONDS`` (a
-    live upload or fetch in another process sharing the data directory keeps writing,
-    so it is never that old). Returns how many were removed; at start-up."""
+    behind: directories it names as its own whose entries have not changed for
+    ``STALE_SPOOL_SECONDS`` (a live fetch adds a file per file it spools, a live commit
+    is far younger, so another process sharing the data directory keeps its own).
+    Returns how many were removed; at start-up."""
     if not spool.is_dir():
         return 0
     cutoff = (now if now is not None else time.time()) - STALE_SPOOL_SECONDS
