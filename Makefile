@@ -82,6 +82,7 @@ bench: install install-torch bench-tools
 	$(BIN)/python bench/many_chunks.py --singles-chunks 0
 	$(BIN)/python bench/memory_scaling.py
 	$(BIN)/python bench/loading.py
+	$(BIN)/python bench/hf_api.py
 
 # The baselines the benches compare against, from Debian's packages (and Run:ai's
 # streamer, a loader baseline, from PyPI into the torch environment: it needs torch).
