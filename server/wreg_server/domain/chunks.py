@@ -312,10 +312,15 @@ async def upload_many(
     *,
     max_raw: int,
     through: str | None = None,
+    encoded_here: bool = False,
 ) -> list[tuple[ChunkInfo, bool]]:
     """``upload`` for a batch, all or nothing as to verification: every chunk is decoded
     and verified before any is stored, and one bad chunk refuses the whole batch (its
     error names the digest and frame). Returns, per item in order, (chunk, True if new).
+
+    ``encoded_here``: the server encoded these chunks itself from bytes it hashed
+    (``domain/ingest.py``), so decoding them again would only repeat that work; their
+    headers are still parsed for the raw lengths.
 
     Set-based: the rows are looked up, written (one executemany upsert),
     refreshed and claimed in a few statements and one commit. The collector race is
@@ -324,7 +329,10 @@ async def upload_many(
     chunks stored and invisible (no row) or visible — the same as single uploads that
     failed partway — and the client sends the batch again.
     """
-    lengths = await to_thread.run_sync(_verify_all, items, max_raw)
+    if encoded_here:
+        lengths = [encoded_raw_length(encoded) for _, encoded in items]
+    else:
+        lengths = await to_thread.run_sync(_verify_all, items, max_raw)
     unique: dict[str, tuple[memoryview, int]] = {}
     for (digest, encoded), length in zip(items, lengths, strict=True):
         unique.setdefault(digest, (encoded, length))

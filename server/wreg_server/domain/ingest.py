@@ -3,8 +3,9 @@
 A file the server received whole (spooled to a temporary file under the data directory,
 never held in memory) is cut exactly as ``wreg push`` cuts it (``wreg.core.chunking``:
 tensor-aligned for safetensors, content-defined otherwise), encoded with the same
-float-aware codec, and stored through ``chunks.upload_many`` — verified, claimed for the
-repository, deduplicated against everything stored. So a model mirrored from a hub and
+float-aware codec, and stored through ``chunks.upload_many`` — claimed for the
+repository, deduplicated against everything stored (not decoded again: the digests were
+computed here, from the bytes themselves). So a model mirrored from a hub and
 the same model pushed with ``wreg push`` share every chunk.
 
 The file is read once, in order: each batch of chunks is hashed, encoded and uploaded,
@@ -78,7 +79,9 @@ async def ingest(
         for batch in _batches(specs):
             encoded = await to_thread.run_sync(_encode, fd, batch, sha)
             items = [(digest, memoryview(data)) for digest, data, _ in encoded]
-            await chunks.upload_many(session, store, items, max_raw=max_raw, through=through)
+            await chunks.upload_many(
+                session, store, items, max_raw=max_raw, through=through, encoded_here=True
+            )
             refs.extend(ChunkRef(digest, size) for digest, _, size in encoded)
     finally:
         os.close(fd)
