@@ -25,6 +25,7 @@ TABLES = {
     "tags",
     "tokens",
     "chunk_claims",
+    "retention_policies",
     "file_hashes",
     "lfs_objects",
 }

@@ -3,6 +3,7 @@
     repositories ─┬─< manifests ─┬─< manifest_chunks >── chunks ──< chunk_claims
                   └─< tags ──────┘ (tag → manifest)
     tokens (bearer tokens: hashed secret, scopes; see wreg_server/auth)
+    retention_policies (per repository: which manifests GC may delete; domain/retention.py)
     file_hashes (a file identity's sha256, for the Hugging Face API's ETags)
     lfs_objects (files uploaded over the HF API's LFS transfer, awaiting their commit)
 
@@ -77,6 +78,8 @@ class ManifestRow(Base):
     digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH))
     body: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The name of the token that committed it (NULL: auth off, or before migration 0006).
+    pushed_by: Mapped[str | None] = mapped_column(String(TOKEN_NAME_LENGTH), nullable=True)
 
 
 class Chunk(Base):
@@ -219,3 +222,21 @@ class LfsObject(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     chunks: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RetentionPolicy(Base):
+    """A repository's retention policy (``domain/retention.py``), applied by GC.
+
+    Keep the newest ``keep`` manifests that carry a tag matching ``match`` (a glob), and
+    every manifest carrying a tag that matches one of ``protect`` (space-separated globs);
+    older manifests whose every tag matches ``match`` are deleted with their tags.
+    ``repository`` is a name, not a key: a policy may be set before the first push.
+    """
+
+    __tablename__ = "retention_policies"
+
+    repository: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    keep: Mapped[int] = mapped_column(BigInteger)
+    match: Mapped[str] = mapped_column(String(TAG_LENGTH))
+    protect: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

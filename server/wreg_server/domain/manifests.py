@@ -49,6 +49,7 @@ async def commit(
     tag: str | None = None,
     *,
     visibility: Visibility,
+    pushed_by: str | None = None,
 ) -> Manifest | None:
     """Record manifest ``digest`` in repository ``name`` (creating it); the manifest if
     it is new, else None.
@@ -69,7 +70,7 @@ async def commit(
     created = manifest_id is None
     if manifest_id is None:
         await _check_chunks(session, visibility, name, manifest)
-        manifest_id = await _insert(session, repo_id, digest, body, manifest)
+        manifest_id = await _insert(session, repo_id, digest, body, manifest, pushed_by)
     if tag is not None:
         await tags.upsert(session, repo_id, tag, manifest_id)
     await session.commit()
@@ -167,10 +168,15 @@ async def _check_chunks(
 
 
 async def _insert(
-    session: AsyncSession, repo_id: int, digest: str, body: bytes, manifest: Manifest
+    session: AsyncSession,
+    repo_id: int,
+    digest: str,
+    body: bytes,
+    manifest: Manifest,
+    pushed_by: str | None,
 ) -> int:
     stmt = dialect.insert(session, ManifestRow).values(
-        repository_id=repo_id, digest=digest, body=body, created_at=utcnow()
+        repository_id=repo_id, digest=digest, body=body, created_at=utcnow(), pushed_by=pushed_by
     )
     # A concurrent commit of the same manifest wins harmlessly: same bytes, same edges.
     stmt = stmt.on_conflict_do_nothing(index_elements=["repository_id", "digest"])

@@ -25,6 +25,7 @@ from wreg_server.api.deps import (
     VisibilityDep,
 )
 from wreg_server.api.schemas import ManifestCommitted
+from wreg_server.auth.guard import PrincipalDep
 from wreg_server.domain import manifests
 
 router = APIRouter(prefix="/v1/repositories", tags=["manifests"])
@@ -49,6 +50,7 @@ async def put_manifest(
     visibility: VisibilityDep,
     sets: RepositoryChunksDep,
     hasher: FileHasherDep,
+    principal: PrincipalDep,
     tag: str | None = None,
 ) -> ManifestCommitted:
     """Commit a canonical manifest whose chunks are all stored; optionally move ``tag``."""
@@ -57,7 +59,9 @@ async def put_manifest(
     body = await read_limited(
         request, settings.max_manifest_bytes, code=ErrorCode.MANIFEST_TOO_LARGE
     )
-    created = await manifests.commit(session, name, digest, body, tag, visibility=visibility)
+    created = await manifests.commit(
+        session, name, digest, body, tag, visibility=visibility, pushed_by=principal.name
+    )
     if created is not None:
         sets.add(name, created.chunk_digests())
         if settings.hf_hash_on_commit:  # sha256s for the HF API (domain/filehashes.py)
