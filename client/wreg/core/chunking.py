@@ -1,14 +1,23 @@
-"""Cut files into chunks: format-aware for safetensors, content-defined otherwise.
+"""Cut files into chunks: format-aware for safetensors and GGUF, content-defined otherwise.
 
-safetensors: the 8-byte length + JSON header is its own chunk; every tensor is cut into
-pieces of at most ``chunk_max`` counted from the tensor's own start, so an unchanged
-tensor yields the same chunks even when the header or earlier tensors change size.
-Runs of tensors smaller than ``chunk_pack`` are packed into one chunk (up to
-``chunk_pack`` bytes) so a model's many biases and norms are not one request each.
-Every piece carries its tensor's dtype so the codec can pick a float transform.
+Tensor files (``plan_tensors``): the header is its own chunk (pieces of at most
+``chunk_max``); every tensor is cut into pieces of at most ``chunk_max`` counted from the
+tensor's own start, so an unchanged tensor yields the same chunks even when the header or
+earlier tensors change size. Runs of tensors smaller than ``chunk_pack`` are packed into
+one chunk (up to ``chunk_pack`` bytes) so a model's many biases and norms are not one
+request each. Every piece carries its tensor's dtype hint so the codec can pick a float
+transform. Bytes no tensor claims are kept in pieces of their own.
 
-Anything else (and a safetensors file whose header does not parse): FastCDC from the
-compiled ``pyfastcdc``; files smaller than ``cdc_min`` are one chunk.
+- ``.safetensors``: the header is the 8-byte length + JSON; dtypes are safetensors'.
+- ``.gguf`` (``wreg.core.gguf``): the header is everything before the aligned data
+  section (metadata, tensor infos, padding). A tensor's range runs on over its alignment
+  padding (up to the next tensor or the end of the file), which depends only on its own
+  size, so the zero bytes do not become tiny chunks of their own. GGML F32, F16 and BF16
+  are hinted as the safetensors dtypes of the same name; quantised and integer types get
+  no hint (opaque bytes, plain zstd).
+
+Anything else (and a tensor file whose header does not parse or validate): FastCDC from
+the compiled ``pyfastcdc``; files smaller than ``cdc_min`` are one chunk.
 """
 
 from __future__ import annotations
@@ -23,9 +32,12 @@ from pathlib import Path
 
 from pyfastcdc import FastCDC
 
+from wreg.core.gguf import GgufLayout, read_gguf_layout
 from wreg.core.sizes import CDC_AVG, CDC_MAX, CDC_MIN, CHUNK_MAX, CHUNK_PACK
 
 _MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit
+# GGML type → the codec's dtype hint (the safetensors names encoding.py knows).
+_GGUF_DTYPE_HINT = {"F32": "F32", "F16": "F16", "BF16": "BF16"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +62,11 @@ class ChunkParams:
 
 @dataclass(frozen=True, slots=True)
 class TensorRange:
-    """A tensor's byte range relative to the start of the data section."""
+    """A tensor's byte range relative to the start of the data section; dtype: codec hint."""
 
     begin: int
     end: int
-    dtype: str
+    dtype: str | None
 
 
 def plan_file(path: str | os.PathLike[str], params: ChunkParams = ChunkParams()) -> list[ChunkSpec]:
@@ -70,7 +82,11 @@ def plan_file(path: str | os.PathLike[str], params: ChunkParams = ChunkParams())
             layout = read_safetensors_layout(head, size)
         if layout is not None:
             header_len, tensors = layout
-            return plan_safetensors(header_len, tensors, size, params)
+            return plan_tensors(header_len, tensors, size, params)
+    elif str(path).endswith(".gguf"):
+        gguf = read_gguf_layout(path)
+        if gguf is not None:
+            return plan_tensors(gguf.header_len, gguf_tensor_ranges(gguf, size), size, params)
     return plan_cdc(path, size, params)
 
 
@@ -107,9 +123,32 @@ def read_safetensors_layout(head: bytes, file_size: int) -> tuple[int, list[Tens
     return 8 + n, tensors
 
 
-def plan_safetensors(
+def gguf_tensor_ranges(layout: GgufLayout, file_size: int) -> list[TensorRange]:
+    """A GGUF file's tensors relative to its data section, sorted, each with its padding.
+
+    A tensor's range is extended to its next aligned end, but never past the next tensor's
+    start or the end of the file.
+    """
+    ordered = sorted(layout.tensors, key=lambda t: (t.begin, t.end))
+    ranges = []
+    for i, t in enumerate(ordered):
+        limit = ordered[i + 1].begin if i + 1 < len(ordered) else file_size
+        end = min(t.end + (-t.nbytes % layout.alignment), limit) if t.nbytes else t.end
+        ranges.append(
+            TensorRange(
+                t.begin - layout.header_len, end - layout.header_len, _GGUF_DTYPE_HINT.get(t.type)
+            )
+        )
+    return ranges
+
+
+def plan_tensors(
     header_len: int, tensors: list[TensorRange], file_size: int, params: ChunkParams = ChunkParams()
 ) -> list[ChunkSpec]:
+    """Chunks of a tensor file: header pieces, then tensor-aligned pieces (module docstring).
+
+    ``tensors`` are relative to ``header_len``, sorted by offset and non-overlapping.
+    """
     specs = list(_pieces(0, header_len, None, params.chunk_max))
     pos = header_len
     pack: list[ChunkSpec] = []
@@ -144,6 +183,9 @@ def plan_safetensors(
     if file_size > pos:
         specs.extend(_pieces(pos, file_size, None, params.chunk_max))
     return specs
+
+
+plan_safetensors = plan_tensors  # the name benches and older callers use
 
 
 def _pieces(begin: int, end: int, dtype: str | None, chunk_max: int) -> Iterator[ChunkSpec]:

@@ -251,8 +251,8 @@ class ErrorCode(Enum):
     )
     TENSORS_INVALID = (
         None,
-        "not a valid safetensors file",
-        "A file being loaded as tensors has a header that does not parse or declares"
+        "not a valid tensor file (safetensors or GGUF)",
+        "A safetensors or GGUF file read as tensors has a header that does not parse or declares"
         " tensors outside the file, overlapping, or of the wrong byte size.",
         _K.INVALID,
     )

@@ -490,6 +490,108 @@ def changed_tensor_bytes(base: Path, variant: Path) -> int:
     return sum(t.nbytes for name, t in new.items() if old.get(name) != t)
 
 
+# --------------------------------------------------------------------------- gguf
+#
+# The same model as a GGUF file (``gguf.GGUFWriter``, a test-only dependency imported
+# when a GGUF model is first built): a mix of types as llama.cpp conversions have them,
+#
+#     embeddings.word_embeddings.weight       Q8_0 (gguf.quants.quantize)
+#     embeddings.position_embeddings.weight   BF16
+#     encoder.layer.{0,1,2}.* matrices        F16
+#     embeddings.position_ids                 I64
+#     everything else                         F32 (so layers 4 and 5 are all F32)
+#
+# plus BERT hyper-parameters and the 30522-token vocabulary (``tokenizer.ggml.tokens``)
+# as metadata. ``gguf-finetune`` perturbs the same tensors as ``finetune`` and nothing
+# else, metadata included, so every other tensor and the header are byte-identical.
+#
+#     <cache>/minilm/gguf-base/model.gguf
+#     <cache>/minilm/gguf-finetune/model.gguf
+
+GGUF_FILE: Final = "model.gguf"
+GGUF_VARIANTS: Final = ("finetune",)
+GGUF_NAME: Final = "all-MiniLM-L6-v2"
+_GGUF_F16_LAYERS: Final = ("encoder.layer.0.", "encoder.layer.1.", "encoder.layer.2.")
+
+
+def gguf_type(name: str, tensor: Tensor) -> str:
+    """The GGML type the GGUF model stores the tensor called ``name`` as."""
+    if tensor.dtype == "I64":
+        return "I64"
+    if name == "embeddings.word_embeddings.weight":
+        return "Q8_0"
+    if name == "embeddings.position_embeddings.weight":
+        return "BF16"
+    if len(tensor.shape) == 2 and any(name.startswith(p) for p in _GGUF_F16_LAYERS):
+        return "F16"
+    return "F32"
+
+
+def _write_gguf(path: Path, tensors: Mapping[str, Tensor], vocab: Sequence[str]) -> None:
+    try:
+        import gguf  # test-only dependency: imported only to build this file
+    except ImportError as exc:
+        raise RealDataUnavailable(f"building the GGUF model needs the gguf package: {exc}") from exc
+    qt = gguf.GGMLQuantizationType
+    writer = gguf.GGUFWriter(path, "bert")
+    writer.add_name(GGUF_NAME)
+    writer.add_description("sentence-transformers/all-MiniLM-L6-v2, converted for wreg's tests")
+    writer.add_context_length(512)
+    writer.add_embedding_length(384)
+    writer.add_feed_forward_length(1536)
+    writer.add_block_count(6)
+    writer.add_head_count(12)
+    writer.add_layer_norm_eps(1e-12)
+    writer.add_file_type(7)  # LLAMA_FTYPE_MOSTLY_Q8_0, the type of the largest tensor
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_tokenizer_model("bert")
+    writer.add_token_list(list(vocab))
+    writer.add_token_types([1 if t.startswith("[") and t.endswith("]") else 0 for t in vocab])
+    writer.add_pad_token_id(0)
+    for name, t in tensors.items():
+        kind = gguf_type(name, t)
+        arr = t.array()
+        if kind in ("F32", "I64"):
+            writer.add_tensor(name, np.ascontiguousarray(arr))
+        elif kind == "F16":
+            writer.add_tensor(name, arr.astype("<f2"))
+        else:  # BF16 and Q8_0: bytes from gguf's own quantiser, shape from the byte shape
+            raw_type = qt[kind]
+            writer.add_tensor(name, gguf.quants.quantize(arr, raw_type), raw_dtype=raw_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def gguf_changed_tensors(cache_dir: Path | None = None) -> list[str]:
+    """The names of the tensors ``gguf-finetune`` changes (all F32, see ``gguf_type``)."""
+    header = read_header(base_model(cache_dir) / WEIGHTS_FILE)
+    return sorted(name for name in header.tensors if is_finetuned(name))
+
+
+def gguf_model(cache_dir: Path | None = None) -> Path:
+    """The directory holding ``model.gguf``: the real model's tensors as GGUF."""
+    return gguf_variant("base", cache_dir)
+
+
+def gguf_variant(name: str, cache_dir: Path | None = None) -> Path:
+    """The directory of the GGUF model ``base`` or one of ``GGUF_VARIANTS``."""
+    if name != "base" and name not in GGUF_VARIANTS:
+        raise ValueError(f"unknown GGUF variant {name!r}; expected base or one of {GGUF_VARIANTS}")
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    base = base_model(cache)
+
+    def build(tmp: Path) -> None:
+        tensors, _metadata = read_safetensors(base / WEIGHTS_FILE)
+        if name != "base":
+            tensors = _BUILDERS[name](tensors)
+        vocab = (base / "vocab.txt").read_text(encoding="utf-8").splitlines()
+        _write_gguf(tmp / GGUF_FILE, tensors, vocab)
+
+    return _build_once(cache, f"gguf-{name}", build)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m wreg.testing.realdata",
