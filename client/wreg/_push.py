@@ -5,7 +5,9 @@ The stages overlap: as soon as one file is hashed, its chunks are checked agains
 registry (files finished meanwhile share one query) and the missing ones go to upload
 workers, which read, encode (thread pool) and send them while later files are still being
 hashed. Files are read with ``preadv`` into reused buffers, so memory stays bounded
-whatever the model's size.
+whatever the model's size. A file can also come from memory (``MemoryFile``: the virtual
+safetensors file of ``push_tensors``): it is hashed where it lies and copied into the
+same buffers to be checked and sent; its chunks are those of the same bytes on disk.
 
 Stat cache: the node cache remembers, per absolute path, (size, mtime_ns, ctime_ns,
 inode, device, chunker version) → whole-file digest and chunk list. A file whose stat
@@ -24,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 from wreg import _buffers
 from wreg._cache import HashedChunk, StatRecord
@@ -40,6 +42,7 @@ from wreg.core.sizes import CDC_AVG, CDC_MAX, CDC_MIN, CHUNK_MAX, CHUNK_PACK, MA
 if TYPE_CHECKING:
     from wreg._cache import NodeCache
     from wreg._http import Registry
+    from wreg.core.chunking import ChunkSpec
 
 # Chunk lists are only reusable while the chunker is the same.
 # "v2": remembered digests are schema-2 identities (rows from v1 are not reused).
@@ -51,12 +54,31 @@ _RACY_SECONDS: Final = 2.0
 _BATCH_BYTES: Final = 8 << 20
 
 
+class MemoryFile(Protocol):
+    """A file's content held in memory (``push_tensors``' virtual safetensors file)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def plan(self) -> list[ChunkSpec]:
+        """The chunks ``plan_file`` would cut from the same bytes on disk."""
+        ...
+
+    def view(self, offset: int, length: int) -> memoryview:
+        """The bytes at ``offset``, ``length`` of them (a view where possible)."""
+        ...
+
+
 @dataclass(slots=True, eq=False)
 class _File:
     path: Path
     relpath: str
     mode: int
-    st: os.stat_result
+    size: int
+    st: os.stat_result | None = None
+    """The stat of ``path`` when hashed; None for a file in memory."""
+    content: MemoryFile | None = None
+    """Where the bytes are when they are not read from ``path``."""
     chunks: list[HashedChunk] | None = None
     digest: str | None = None
 
@@ -142,12 +164,15 @@ async def push(
     follow_symlinks: bool = False,
     scanned: Sequence[tuple[Path, str, int, os.stat_result]] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    memory: Sequence[tuple[str, MemoryFile]] = (),
 ) -> PushResult:
     """Push ``root`` as ``ref``; ``metadata`` goes into the manifest as it is.
 
     ``scanned`` replaces the scan of ``root``: (path to read the content from, POSIX
     relative path, mode, stat of that path) per file, as ``_scan`` lists them
     (``wreg import-hf`` reads a snapshot's files from the blobs its links lead to).
+    ``memory`` adds files (POSIX relative path, content) whose bytes are in memory
+    (``push_tensors``): pushed as their bytes would be from disk, never stat-cached.
     """
     if ref.digest is not None:
         raise ErrorCode.REFERENCE_INVALID.error("push needs a tag, not a digest")
@@ -155,15 +180,16 @@ async def push(
         scanned, skipped = _scan(root, follow_symlinks)
     else:
         skipped = []
-    files = [_File(p.absolute(), rel, mode, st) for p, rel, mode, st in scanned]
+    files = [_File(p.absolute(), rel, mode, st.st_size, st) for p, rel, mode, st in scanned]
+    files += [_File(Path(rel), rel, MODE_FILE, m.size, content=m) for rel, m in memory]
     if cache is not None:
         for f in files:
-            known = cache.stat_lookup(f.path, f.st, CHUNKER)
+            known = None if f.st is None else cache.stat_lookup(f.path, f.st, CHUNKER)
             if known is not None:
                 f.digest, f.chunks = known
     to_hash = [f for f in files if f.chunks is None]
-    total = sum(f.st.st_size for f in files)
-    progress.start("hashing", sum(f.st.st_size for f in to_hash))
+    total = sum(f.size for f in files)
+    progress.start("hashing", sum(f.size for f in to_hash))
 
     where: dict[str, _Source] = {}
     missing: set[str] = set()
@@ -205,7 +231,7 @@ async def push(
         async def one(f: _File) -> None:
             async with slots:
                 await loop.run_in_executor(executor, _hash_file, f, inflight_bytes)
-            progress.advance(f.st.st_size)
+            progress.advance(f.size)
             ready.put_nowait(f)
 
         await asyncio.gather(*(one(f) for f in to_hash))
@@ -227,7 +253,8 @@ async def push(
         await asyncio.gather(*stages, return_exceptions=True)
         if cache is not None and isinstance(exc, IntegrityError):
             for f in files:  # a remembered file changed under an unchanged stat: forget it
-                cache.stat_forget(f.path)
+                if f.st is not None:
+                    cache.stat_forget(f.path)
         raise
     if cache is not None and to_hash:
         now = time.time_ns()
@@ -235,7 +262,7 @@ async def push(
             [
                 StatRecord(f.path, f.st, f.digest or "", f.chunks or [])
                 for f in to_hash
-                if now - f.st.st_mtime_ns > _RACY_SECONDS * 1e9
+                if f.st is not None and now - f.st.st_mtime_ns > _RACY_SECONDS * 1e9
             ],
             CHUNKER,
         )
@@ -244,7 +271,7 @@ async def push(
         (
             FileEntry(
                 f.relpath,
-                f.st.st_size,
+                f.size,
                 f.digest or "",
                 f.mode,
                 tuple(ChunkRef(c.digest, c.length) for c in f.chunks or []),
@@ -278,7 +305,7 @@ async def push(
         bytes_sent=uploader.sent,
         chunks_total=len(where),
         chunks_new=len(missing),
-        bytes_hashed=sum(f.st.st_size for f in to_hash),
+        bytes_hashed=sum(f.size for f in to_hash),
         skipped=skipped,
     )
 
@@ -286,6 +313,9 @@ async def push(
 def _hash_file(f: _File, budget: int) -> None:
     """Cut ``f`` into chunks and hash them, in one read; the file's digest is its chunk
     list's identity (schema 2), so the whole file is not hashed again (worker thread)."""
+    if f.content is not None:
+        _hash_memory(f, f.content)
+        return
     from wreg.core.chunking import plan_file  # lazy: an unchanged re-push never cuts
 
     specs = plan_file(f.path)
@@ -306,8 +336,17 @@ def _hash_file(f: _File, budget: int) -> None:
             os.close(fd)
     finally:
         _buffers.give(buf, budget)
-    if (after.st_size, after.st_mtime_ns) != (f.st.st_size, f.st.st_mtime_ns):
+    if f.st is None or (after.st_size, after.st_mtime_ns) != (f.st.st_size, f.st.st_mtime_ns):
         raise _changed(f)
+    f.chunks, f.digest = chunks, file_identity((c.digest, c.length) for c in chunks)
+
+
+def _hash_memory(f: _File, content: MemoryFile) -> None:
+    """``_hash_file`` for a file in memory: each chunk hashed where it lies, no copy."""
+    chunks = [
+        HashedChunk(s.offset, s.length, s.dtype, digest_bytes(content.view(s.offset, s.length)))
+        for s in content.plan()
+    ]
     f.chunks, f.digest = chunks, file_identity((c.digest, c.length) for c in chunks)
 
 
@@ -431,11 +470,17 @@ def _read_encode_all(sources: list[_Source], buf: bytearray) -> list[bytes]:
 def _read_encode(f: _File, chunk: HashedChunk, buf: memoryview) -> bytes:
     offset, length, dtype, digest = chunk
     data = buf[:length]
-    fd = os.open(f.path, os.O_RDONLY)
-    try:
-        n = os.preadv(fd, [data], offset)
-    finally:
-        os.close(fd)
+    if f.content is not None:
+        # Copied, then checked: what is checked is what is encoded, even if the caller
+        # writes to its arrays meanwhile.
+        data[:] = f.content.view(offset, length)
+        n = length
+    else:
+        fd = os.open(f.path, os.O_RDONLY)
+        try:
+            n = os.preadv(fd, [data], offset)
+        finally:
+            os.close(fd)
     if n != length or digest_bytes(data) != digest:
         raise ErrorCode.DIGEST_MISMATCH.error(
             f"{f.path} changed while being pushed (chunk at {offset} no longer matches); "
