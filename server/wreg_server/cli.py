@@ -6,6 +6,10 @@
     wreg-server token create NAME --scope push:team-a/* [--scope pull:*] [--json]
     wreg-server token revoke NAME
     wreg-server token list [--json]
+    wreg-server retention set REPO --keep N --match 'step-*' [--protect 'release-*' ...]
+    wreg-server retention show [REPO] [--json]
+    wreg-server retention plan REPO [--json]
+    wreg-server retention clear REPO
 
 Options not given fall back to ``WREG_*`` environment variables (see ``settings.py``).
 """
@@ -26,6 +30,7 @@ from wreg_server.settings import ServerSettings
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from wreg_server.domain import retention
     from wreg_server.domain.gc import GcResult
     from wreg_server.domain.scrub import ScrubResult
 
@@ -39,6 +44,11 @@ token_app = typer.Typer(
     help="Manage bearer tokens (in the index; works while servers run).",
 )
 app.add_typer(token_app, name="token")
+retention_app = typer.Typer(
+    no_args_is_help=True,
+    help="Manage retention policies (applied by `wreg-server gc`; see domain/retention.py).",
+)
+app.add_typer(retention_app, name="retention")
 log = logging.getLogger("wreg_server")
 
 DataOption = Annotated[
@@ -131,10 +141,12 @@ def gc(
         typer.Option(help="also write wreg_gc_* gauges here (node_exporter textfile format)"),
     ] = None,
 ) -> None:
-    """Delete chunks no manifest references, once older than the grace period.
+    """Apply retention policies, then delete chunks no manifest references, once older
+    than the grace period.
 
-    Safe while servers keep serving (see wreg_server/domain/gc.py). Manifests are never
-    deleted here: delete them (or their tags) over the API or with `wreg rm`.
+    Safe while servers keep serving (see wreg_server/domain/gc.py). Manifests are deleted
+    here only by a repository's retention policy (`wreg-server retention`); a dry run
+    lists them and deletes nothing.
     """
     import asyncio
     import time
@@ -157,6 +169,13 @@ def gc(
         typer.echo(json.dumps(result.to_json()))
         return
     verb = "would delete" if result.dry_run else "deleted"
+    for gone in result.retention:
+        typer.echo(
+            f"{verb} {gone.repository}@{gone.digest} (tags {' '.join(gone.tags)}; "
+            f"created {gone.created_at.isoformat(timespec='seconds')}) by retention"
+        )
+    if result.retention:
+        typer.echo(f"{verb} {result.manifests_deleted} manifests by retention")
     typer.echo(
         f"{verb} {result.chunks_deleted} chunks, {result.bytes_freed} bytes stored "
         f"({result.raw_bytes_freed} raw); kept {result.chunks_in_grace} unreferenced "
@@ -314,6 +333,108 @@ def token_list(data: DataOption = None, as_json: JsonOption = False) -> None:
         state = f"revoked {t.revoked_at.isoformat(timespec='seconds')}" if t.revoked_at else "live"
         scopes = " ".join(str(s) for s in t.scopes)
         typer.echo(f"{t.name}\t{scopes}\tlast used {used}\t{state}")
+
+
+RepoArgument = Annotated[str, typer.Argument(help="repository name, e.g. team/model")]
+
+
+def _policy_line(policy: retention.Policy) -> str:
+    protect = " ".join(policy.protect) or "-"
+    return f"{policy.repository}\tkeep {policy.keep}\tmatch {policy.match}\tprotect {protect}"
+
+
+@retention_app.command("set")
+def retention_set(
+    name: RepoArgument,
+    keep: Annotated[int, typer.Option("--keep", help="how many matching manifests to keep")],
+    match: Annotated[
+        str, typer.Option("--match", help="glob on tag names, e.g. 'step-*' (case-sensitive)")
+    ],
+    protect: Annotated[
+        list[str] | None,
+        typer.Option("--protect", help="glob of tags never deleted, e.g. 'release-*'. Repeatable"),
+    ] = None,
+    data: DataOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Set (create or replace) a repository's policy: keep the newest N manifests tagged
+    MATCH, and every manifest tagged PROTECT or tagged anything else."""
+    from wreg_server.domain import retention as domain
+
+    def action(session: AsyncSession) -> Awaitable[domain.Policy]:
+        return domain.set_policy(session, domain.Policy.of(name, keep, match, protect or []))
+
+    policy = _run_index(_settings(data), action)
+    if as_json:
+        typer.echo(json.dumps(policy.to_json()))
+        return
+    typer.echo(_policy_line(policy))
+
+
+@retention_app.command("show")
+def retention_show(
+    name: Annotated[str | None, typer.Argument(help="one repository (default: all)")] = None,
+    data: DataOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one repository's policy, or every policy."""
+    from wreg.core.reference import validate_name
+    from wreg_server.domain import retention as domain
+
+    async def action(session: AsyncSession) -> list[domain.Policy]:
+        if name is None:
+            return await domain.list_all(session)
+        validate_name(name)
+        found = await domain.get(session, name)
+        return [] if found is None else [found]
+
+    policies = _run_index(_settings(data), action)
+    if as_json:
+        typer.echo(json.dumps({"policies": [p.to_json() for p in policies]}))
+        return
+    if not policies:
+        typer.echo("no retention policy" + (f" for {name!r}" if name else ""), err=True)
+    for policy in policies:
+        typer.echo(_policy_line(policy))
+
+
+@retention_app.command("clear")
+def retention_clear(name: RepoArgument, data: DataOption = None) -> None:
+    """Remove a repository's policy (retention deletes nothing there any more)."""
+    from wreg.core.reference import validate_name
+    from wreg_server.domain import retention as domain
+
+    def action(session: AsyncSession) -> Awaitable[bool]:
+        return domain.clear(session, validate_name(name))
+
+    removed = _run_index(_settings(data), action)
+    typer.echo(f"cleared the retention policy of {name!r}" if removed else f"{name!r} had none")
+
+
+@retention_app.command("plan")
+def retention_plan(
+    name: RepoArgument, data: DataOption = None, as_json: JsonOption = False
+) -> None:
+    """Dry run for one repository: what the next gc would delete, what it keeps and why."""
+    from wreg.core.reference import validate_name
+    from wreg_server.domain import retention as domain
+
+    def action(session: AsyncSession) -> Awaitable[domain.RetentionPlan]:
+        return domain.plan(session, validate_name(name))
+
+    found = _run_index(_settings(data), action)
+    if as_json:
+        typer.echo(json.dumps(found.to_json()))
+        return
+    if found.policy is None:
+        typer.echo(f"no retention policy for {name!r}", err=True)
+        return
+    for verdict, verb in [(v, "delete") for v in found.delete] + [(v, "keep") for v in found.keep]:
+        created = verdict.created_at.isoformat(timespec="seconds")
+        typer.echo(
+            f"{verb}\t{verdict.digest}\t{' '.join(verdict.tags)}\t{created}\t{verdict.reason}"
+        )
+    typer.echo(f"would delete {len(found.delete)}, keep {len(found.keep)} manifests", err=True)
 
 
 def main() -> None:

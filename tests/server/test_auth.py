@@ -396,6 +396,8 @@ def test_every_route_is_guarded_and_its_parameters_validated() -> None:
                 assert need.kind == "open"
             elif path.startswith("/v1/tokens") and path != "/v1/tokens/self":
                 assert need.kind == "manage", (method, path)
+            elif "/retention" in path:  # admin on the repository, whatever the method
+                assert (need.kind, need.action) == ("repository_admin", "admin"), (method, path)
             else:
                 assert need.kind in ("caller", "listing", "repository", "chunks"), (method, path)
     assert required("PATCH", "/v1/something-new", {}).kind == "manage"  # fail closed

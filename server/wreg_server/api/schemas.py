@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Strict(BaseModel):
@@ -103,3 +103,36 @@ class TokenSelf(BaseModel):
     name: str | None
     scopes: list[str]
     auth: bool
+
+
+class RetentionPolicyIn(_Strict):
+    keep: int = Field(strict=True, ge=1, le=100_000)
+    match: str = Field(min_length=1, max_length=128)
+    protect: list[str] = Field(default_factory=list, max_length=32)
+
+
+class RetentionPolicyOut(BaseModel):
+    keep: int
+    match: str
+    protect: list[str]
+    updated_at: datetime | None
+
+
+class RetentionState(BaseModel):
+    name: str
+    policy: RetentionPolicyOut | None
+
+
+class RetentionVerdict(BaseModel):
+    digest: str
+    tags: list[str]
+    created_at: datetime
+    reason: str
+
+
+class RetentionPlanOut(BaseModel):
+    name: str
+    policy: RetentionPolicyOut | None
+    delete: list[RetentionVerdict]
+    keep: list[RetentionVerdict]
+    untouched: int

@@ -1,11 +1,19 @@
 """Garbage collection: delete chunks no manifest references, once their grace has passed.
 
 Mark-and-sweep over the index. The *mark* set is the ``manifest_chunks`` edges: a chunk
-with an edge is in use, whatever tags say (manifests are deleted only by an explicit
-``DELETE``, never by GC — an untagged manifest is still pullable by digest). A chunk with
-no edge is *garbage* once its ``last_seen_at`` (or ``created_at`` for rows from before
-migration 0002) is older than the grace period. The run has three steps:
+with an edge is in use, whatever tags say (an untagged manifest is still pullable by
+digest). Manifests are deleted only by an explicit ``DELETE`` or by step 0, a repository's
+retention policy, never by the mark or the sweep. A chunk with no edge is *garbage* once
+its ``last_seen_at`` (or ``created_at`` for rows from before migration 0002) is older than
+the grace period. The run has four steps:
 
+0. **retention** — for each repository with a policy (``domain/retention.py``), delete
+   the manifests it condemns, with their tags and edges, exactly as ``DELETE`` does: under
+   the repository's lock, re-planned under that lock, at most ``retention.APPLY_BATCH``
+   per transaction, each committed before the next step starts. To the steps below this
+   is indistinguishable from someone deleting those manifests just before the run, so the
+   races below are unchanged: a push reusing one of their chunks is race 2, 3 or 4, and a
+   chunk whose ``last_seen_at`` is older than the grace is condemned in this same run;
 1. **repair** — un-condemn rows that a manifest references (see race 4 below);
 2. **condemn** — in one statement, set ``gc_pending_since`` on every live, unreferenced
    row older than ``now - grace`` and commit. From then on the row is not live:
@@ -82,8 +90,10 @@ from sqlalchemy import and_, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from wreg_server.db import dialect
 from wreg_server.db.models import Chunk, ChunkClaim, ManifestChunk, ManifestRow, Repository
 from wreg_server.db.types import utcnow
+from wreg_server.domain import retention
 from wreg_server.domain.layout import chunk_key
 from wreg_server.objectstore import ObjectStore
 
@@ -91,6 +101,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GRACE: Final = timedelta(hours=24)
 SWEEP_BATCH: Final = 100
+POLICY_BATCH: Final = 100
+_ID_BATCH: Final = 500
 _DELETE_CONCURRENCY: Final = 16
 
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -128,9 +140,35 @@ class GcResult:
     chunks_skipped: int
     """Condemned chunks a manifest took back during the sweep (race 4), kept."""
     duration_s: float
+    manifests_deleted: int = 0
+    """Manifests retention policies deleted (would delete, in a dry run), step 0."""
+    retention: tuple[RetentionDeletion, ...] = ()
+    """Those manifests. A dry run's chunk figures include the chunks they would free."""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["retention"] = [r.to_json() for r in self.retention]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionDeletion:
+    """A manifest retention deleted (or, in a dry run, would delete)."""
+
+    repository: str
+    digest: str
+    tags: tuple[str, ...]
+    created_at: datetime
+    manifest_id: int = 0
+    """Its id (not reported: a dry run uses it to count the chunks it would free)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "repository": self.repository,
+            "digest": self.digest,
+            "tags": list(self.tags),
+            "created_at": self.created_at.isoformat(),
+        }
 
 
 def _unreferenced() -> Any:
@@ -158,9 +196,14 @@ async def collect(
     grace: timedelta = DEFAULT_GRACE,
     dry_run: bool = False,
     now: datetime | None = None,
+    retention: bool = True,
 ) -> GcResult:
-    """Run one collection (see the module docstring); safe while servers keep serving."""
+    """Run one collection (see the module docstring); safe while servers keep serving.
+
+    ``retention``: apply the repositories' retention policies first (step 0).
+    """
     started = time.monotonic()
+    gone = await apply_retention(sessions, dry_run=dry_run) if retention else []
     now = now or utcnow()
     cutoff = now - grace
     pending = Chunk.gc_pending_since.is_not(None)
@@ -179,15 +222,18 @@ async def collect(
                     ).where(and_(_unreferenced(), pending) | garbage)
                 )
             ).one()
+            extra = await _freed_by(session, {g.manifest_id for g in gone}, cutoff)
             return GcResult(
                 True,
                 grace.total_seconds(),
-                int(row[0]),
-                int(row[1]),
-                int(row[2]),
-                int(young or 0),
+                int(row[0]) + extra[0],
+                int(row[1]) + extra[1],
+                int(row[2]) + extra[2],
+                int(young or 0) + extra[3],
                 0,
                 time.monotonic() - started,
+                len(gone),
+                tuple(gone),
             )
         # 1. repair: a manifest took these back after an earlier run condemned them.
         await session.execute(
@@ -250,15 +296,100 @@ async def collect(
         int(young or 0),
         skipped,
         time.monotonic() - started,
+        len(gone),
+        tuple(gone),
     )
     log.info(
-        "gc: deleted %d chunks, freed %d bytes (%d raw); %d unreferenced kept in grace",
+        "gc: deleted %d manifests by retention, %d chunks, freed %d bytes (%d raw); "
+        "%d unreferenced kept in grace",
+        len(gone),
         deleted,
         freed,
         raw_freed,
         result.chunks_in_grace,
     )
     return result
+
+
+async def apply_retention(
+    sessions: async_sessionmaker[AsyncSession], *, dry_run: bool = False
+) -> list[RetentionDeletion]:
+    """Step 0: every repository's retention policy, in keyset pages of ``POLICY_BATCH``
+    policies; what was deleted (a dry run: what would be, deleting nothing)."""
+    gone: list[RetentionDeletion] = []
+    after = ""
+    while True:
+        async with sessions() as session:
+            policies = await retention.list_all(session, after=after, limit=POLICY_BATCH)
+        if not policies:
+            return gone
+        after = policies[-1].repository
+        for policy in policies:
+            async with sessions() as session:
+                if dry_run:
+                    verdicts = list((await retention.plan(session, policy.repository)).delete)
+                else:
+                    verdicts = await retention.apply(session, policy.repository)
+            gone += (
+                RetentionDeletion(policy.repository, v.digest, v.tags, v.created_at, v.id)
+                for v in verdicts
+            )
+            if verdicts and not dry_run:
+                log.info(
+                    "gc: retention deleted %d manifests of %s", len(verdicts), policy.repository
+                )
+
+
+async def _freed_by(
+    session: AsyncSession, doomed: set[int], cutoff: datetime
+) -> tuple[int, int, int, int]:
+    """For a dry run: the chunks that deleting manifests ``doomed`` would leave without an
+    edge — (count, stored bytes, raw bytes) of those the sweep would then delete, and the
+    count of those it would keep in grace."""
+    if not doomed:
+        return 0, 0, 0, 0
+    ids = sorted(doomed)
+    digests: set[str] = set()
+    for at in range(0, len(ids), _ID_BATCH):
+        digests.update(
+            await session.scalars(
+                select(ManifestChunk.chunk_digest).where(
+                    ManifestChunk.manifest_id.in_(ids[at : at + _ID_BATCH])
+                )
+            )
+        )
+    ordered = sorted(digests)
+    total = [0, 0, 0, 0]
+    for at in range(0, len(ordered), dialect.SET_BATCH):
+        batch = ordered[at : at + dialect.SET_BATCH]
+        edges = await session.execute(
+            select(ManifestChunk.chunk_digest, ManifestChunk.manifest_id).where(
+                dialect.in_values(session, ManifestChunk.chunk_digest, batch)
+            )
+        )
+        kept = {digest for digest, manifest_id in edges if manifest_id not in doomed}
+        free = [d for d in batch if d not in kept]
+        if not free:
+            continue
+        old = Chunk.gc_pending_since.is_not(None) | (_seen() < cutoff)
+        sums = (
+            func.count(),
+            func.coalesce(func.sum(Chunk.stored_size), 0),
+            func.coalesce(func.sum(Chunk.size), 0),
+        )
+        row = (
+            await session.execute(
+                select(*sums).where(dialect.in_values(session, Chunk.digest, free), old)
+            )
+        ).one()
+        young = await session.scalar(
+            select(func.count())
+            .select_from(Chunk)
+            .where(dialect.in_values(session, Chunk.digest, free), ~old)
+        )
+        for i, value in enumerate((row[0], row[1], row[2], young)):
+            total[i] += int(value or 0)
+    return total[0], total[1], total[2], total[3]
 
 
 async def _sweep(
