@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         VerifyResult,
         WarmResult,
     )
+    from wreg.core.diff import Described
 
 
 class Client:
@@ -145,6 +146,76 @@ class Client:
                     follow_symlinks=follow_symlinks,
                     scanned=scanned,
                     metadata=metadata,
+                )
+
+    def push_tensors(
+        self,
+        tensors: Mapping[str, Any],
+        ref: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        filename: str = "model.safetensors",
+        file_metadata: Mapping[str, str] | None = None,
+        files: Mapping[str, bytes] | None = None,
+        progress: Progress | None = None,
+    ) -> PushResult:
+        """Push a checkpoint from memory as ``ref``: ``tensors`` (name -> numpy array, or
+        torch tensor where torch is installed) become the safetensors file ``filename``,
+        never written to disk.
+
+        The file is byte for byte what ``safetensors.numpy.save(tensors, file_metadata)``
+        writes, and chunked as a push of that file from disk is, so unchanged tensors are
+        not sent again and the manifest digest is that of pushing the saved file.
+        Contiguous little-endian arrays are read in place (no copy); others are copied
+        once, and CUDA tensors are copied to host memory. The arrays must not change
+        until the push returns. ``metadata`` (a JSON object, at most 1 MiB; convention:
+        ``{"step": int, "run_id": str, "parent": "repo@tag-or-digest"}``) is stored in
+        the manifest; ``files`` adds small files (path -> bytes, e.g. ``config.json``).
+        Bad input (a value that is not an array, a name that is not a string, an object
+        dtype, metadata that is not JSON) raises ``InvalidInput`` before anything is sent.
+        """
+        return asyncio.run(
+            self.apush_tensors(
+                tensors,
+                ref,
+                metadata=metadata,
+                filename=filename,
+                file_metadata=file_metadata,
+                files=files,
+                progress=progress,
+            )
+        )
+
+    async def apush_tensors(
+        self,
+        tensors: Mapping[str, Any],
+        ref: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        filename: str = "model.safetensors",
+        file_metadata: Mapping[str, str] | None = None,
+        files: Mapping[str, bytes] | None = None,
+        progress: Progress | None = None,
+    ) -> PushResult:
+        """``push_tensors`` in a running event loop (hashing runs in worker threads)."""
+        from wreg import _push, _push_tensors
+
+        parsed = Reference.parse(ref)
+        memory = _push_tensors.prepare(tensors, filename, file_metadata, files)
+        checked = _push_tensors.check_metadata(metadata)
+        with self._executor() as executor:
+            async with self._registry() as registry:
+                return await _push.push(
+                    registry,
+                    Path(filename),
+                    parsed,
+                    executor,
+                    progress or NoProgress(),
+                    self.concurrency,
+                    inflight_bytes=self.inflight_bytes,
+                    scanned=[],
+                    metadata=checked,
+                    memory=memory,
                 )
 
     def import_hf(
@@ -488,6 +559,55 @@ class Client:
                 return list(doc["tags"])
 
         return asyncio.run(go())
+
+    # -- inspecting ----------------------------------------------------------------
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        """What model ``ref`` holds, without downloading a tensor byte: its files (path,
+        size, digest, format, metadata, parameters) with their tensors (name, dtype,
+        shape, offset, nbytes, parameters, tensor digest), and totals. The registry
+        describes the headers (``GET .../inspect/{reference}``); the manifest is fetched
+        and verified here, and the description's files must be exactly its files."""
+        return asyncio.run(self._inspect(Reference.parse(ref))).description.to_json()
+
+    def diff(self, ref_a: str, ref_b: str) -> dict[str, Any]:
+        """What changed from ``ref_a`` to ``ref_b``: files and tensors added, removed and
+        changed, and the bytes of ``ref_b`` shared with ``ref_a`` or new
+        (``wreg.core.diff``). Reads manifests and descriptions only."""
+        from wreg.core.diff import diff
+
+        async def go() -> dict[str, Any]:
+            a = await self._inspect(Reference.parse(ref_a))
+            b = await self._inspect(Reference.parse(ref_b))
+            return diff(a, b)
+
+        return asyncio.run(go())
+
+    async def _inspect(self, ref: Reference) -> Described:
+        from wreg._pull.resolve import resolve
+        from wreg.core.diff import Described
+        from wreg.core.errors import ErrorCode
+        from wreg.core.tensors import ManifestDescription, unverifiable
+
+        async with self._registry() as r:
+            resolved = await resolve(r, ref)
+            # By the digest just verified: a tag moving meanwhile cannot mix two versions.
+            doc = await r.inspect(ref.name, resolved.digest)
+        description = ManifestDescription.from_json(doc)
+        listed = [(f.path, f.size, f.digest) for f in description.files]
+        expected = [(f.path, f.size, f.digest) for f in resolved.manifest.files]
+        if description.digest != resolved.digest or listed != expected:
+            raise ErrorCode.DIGEST_MISMATCH.error(
+                f"the registry described other files than manifest {resolved.digest} of {ref}"
+            )
+        for entry, file in zip(resolved.manifest.files, description.files, strict=True):
+            wrong = unverifiable(file, [(c.digest, c.size) for c in entry.chunks])
+            if wrong:
+                raise ErrorCode.DIGEST_MISMATCH.error(
+                    f"the registry's description of {entry.path} in {ref} contradicts its "
+                    f"chunks (tensor {wrong[0]!r} and {len(wrong) - 1} more)"
+                )
+        return Described(str(ref), resolved.digest, resolved.manifest, description)
 
     # -- deleting ----------------------------------------------------------------
 

@@ -372,6 +372,26 @@ class Registry:
     async def get_json(self, path: str, what: str) -> Any:
         return (await self._request("GET", path, what)).json()
 
+    async def inspect(self, name: str, reference: str) -> Any:
+        """The registry's description of manifest ``reference`` of ``name`` (files,
+        tensors, metadata: ``GET .../inspect/{reference}``), read up to four times the
+        manifest size cap; the caller parses it strictly."""
+        try:
+            r = await self._request(
+                "GET",
+                f"/v1/repositories/{name}/inspect/{reference}",
+                f"inspect of {name}@{reference}",
+                limit=4 * MAX_MANIFEST_BYTES,
+            )
+        except NotFound as exc:
+            raise NotFound(
+                exc.code,
+                f"{name}@{reference} not found: {exc.message}",
+                detail=exc.detail,
+                request_id=exc.request_id,
+            ) from None
+        return r.json()
+
     async def delete(self, path: str, what: str) -> None:
         await self._request("DELETE", path, what)
 

@@ -2,6 +2,7 @@
 
 from wreg.cli import auth as _auth  # noqa: F401 - registers the commands
 from wreg.cli import cache as _cache
+from wreg.cli import inspect as _inspect  # noqa: F401 - registers the commands
 from wreg.cli import transfer as _transfer  # noqa: F401 - registers the commands
 from wreg.cli._common import app
 

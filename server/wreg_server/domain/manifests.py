@@ -80,7 +80,9 @@ async def commit(
 async def resolve(session: AsyncSession, name: str, reference: str) -> ManifestBody:
     """The manifest ``reference`` (a tag or a digest) names in repository ``name``."""
     repo_id = await repositories.require(session, name)
-    query = select(ManifestRow.digest, ManifestRow.body).where(ManifestRow.repository_id == repo_id)
+    query = select(
+        ManifestRow.digest, ManifestRow.body, ManifestRow.created_at, ManifestRow.pushed_by
+    ).where(ManifestRow.repository_id == repo_id)
     if reference.startswith(PREFIX):
         row = (await session.execute(query.where(ManifestRow.digest == reference))).first()
         if row is None:
@@ -95,7 +97,7 @@ async def resolve(session: AsyncSession, name: str, reference: str) -> ManifestB
         row = (await session.execute(query)).first()
         if row is None:
             raise tags.unknown(name, reference)
-    return ManifestBody(name, row.digest, row.body)
+    return ManifestBody(name, row.digest, row.body, row.created_at, row.pushed_by)
 
 
 async def find(

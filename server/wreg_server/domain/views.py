@@ -27,6 +27,7 @@ class ManifestBody:
     digest: str
     body: bytes
     created_at: datetime | None = None
+    pushed_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
