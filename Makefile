@@ -83,6 +83,7 @@ bench: install install-torch bench-tools
 	$(BIN)/python bench/memory_scaling.py
 	$(BIN)/python bench/loading.py
 	$(BIN)/python bench/hf_api.py
+	$(BIN)/python bench/ui_tags.py
 
 # The baselines the benches compare against, from Debian's packages (and Run:ai's
 # streamer, a loader baseline, from PyPI into the torch environment: it needs torch).

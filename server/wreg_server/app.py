@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from anyio import to_thread
 from fastapi import Depends, FastAPI
 
-from wreg_server import hf
+from wreg_server import hf, ui
 from wreg_server.api import errors, openapi
 from wreg_server.api.hotpath import ChunkDownloads
 from wreg_server.api.middleware import RequestContextMiddleware
@@ -22,8 +22,10 @@ from wreg_server.api.routes import (
     authcheck,
     chunks,
     health,
+    inspect,
     manifests,
     repositories,
+    retention,
     tags,
     tokens,
 )
@@ -98,10 +100,13 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(repositories.router)
     # Single-tag routes before the tag list (see routes/tags.py), manifests alongside.
     app.include_router(manifests.router)
+    app.include_router(inspect.router)  # manifest descriptions (wreg inspect / diff)
     app.include_router(tags.router)
+    app.include_router(retention.router)  # after tags (a tag may be named "retention")
     # Chunks under a repository, after manifests and tags: ``{name:path}`` is greedy.
     app.include_router(chunks.router)
     app.include_router(tokens.router)
     app.include_router(authcheck.router)  # for a cache in front (nginx auth_request)
+    app.include_router(ui.router)  # the web UI (ui/): /ui pages, before hf's catch-all
     hf.install(app)  # the Hugging Face API (hf/): last, its resolve route starts at "/"
     return app

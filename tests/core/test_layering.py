@@ -138,7 +138,7 @@ ALL_IMPORTS = list(
     dict.fromkeys(imp for module, path in MODULES.items() for imp in imports_of(module, path))
 )
 
-_LAYERS = ("api", "auth", "db", "domain", "hf", "objectstore")
+_LAYERS = ("api", "auth", "db", "domain", "hf", "objectstore", "ui")
 _ENTRY_POINTS = ("wreg_server.app", "wreg_server.cli")
 
 
@@ -185,8 +185,13 @@ RULES = [
         "the HF API is an api of its own: it reaches the index through domain",
     ),
     Rule(
+        "wreg_server.ui",
+        _server("db", "hf"),
+        "the web UI reaches the index through domain (and auth, api's deps), like hf",
+    ),
+    Rule(
         "wreg_server.domain",
-        _server("api", "auth", "context", "hf"),
+        _server("api", "auth", "context", "hf", "ui"),
         "domain is below api, hf and auth",
     ),
     Rule(

@@ -5,11 +5,13 @@ modules never check tokens themselves and a new route is covered the day it is a
 What a request needs is derived from its method and route template:
 
     /healthz, /readyz, /metrics                  open (so are /docs, /openapi.json)
+    /ui, /ui/...                                 open here: the UI checks its cookie itself
     /v1/repositories/{name}/...                  GET/HEAD: pull on name; else: push on name
-      (manifests, tags, and chunks: .../chunks/{digest}, POST .../chunks/missing,
-      POST .../chunks/upload)
+      (manifests, tags, GET .../inspect/{reference}, and chunks: .../chunks/{digest},
+      POST .../chunks/missing, POST .../chunks/upload)
     POST /v1/repositories/{name}/chunks/fetch    pull on name (a batched GET: a read
       whose digest list is too long for a URL, so it travels in a POST body)
+    /v1/repositories/{name}/retention[/plan]     admin on name (any method)
     GET /v1/repositories                         any caller; lists what it may pull
     GET/HEAD /v1/chunks/{digest}                 pull on some repository (or anonymous)
     PUT /v1/chunks/{digest}, POST .../missing    push on some repository
@@ -56,6 +58,10 @@ from wreg_server.context import AppContext, get_context
 log = logging.getLogger(__name__)
 
 OPEN_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+# The web UI (wreg_server/ui): read-only pages that authenticate with their own cookie
+# through ``principal_of`` and filter what they show; the cookie is never read here, so
+# it has no power on the API.
+UI_PREFIX: Final = "/ui"
 PULL_METHODS: Final = frozenset({"GET", "HEAD"})
 # POSTs that only read: the batched chunk download (``api/routes/chunks.py``).
 READ_POSTS: Final = frozenset(
@@ -75,7 +81,16 @@ CALLER_ROUTES: Final = frozenset(
 # LFS upload, whose client sends no Authorization header.
 SIGNED_ROUTES: Final = frozenset({"/api/lfs/{repo_id}/{oid}"})
 
-Kind = Literal["open", "caller", "listing", "repository", "chunks", "manage", "signed"]
+# Repository routes that need admin on the repository whatever the method: a retention
+# policy deletes manifests (``api/routes/retention.py``). Their own kind, so that the
+# auth check (``api/routes/authcheck.py``), which grants repository reads, refuses them.
+ADMIN_ROUTES: Final = frozenset(
+    {"/v1/repositories/{name}/retention", "/v1/repositories/{name}/retention/plan"}
+)
+
+Kind = Literal[
+    "open", "caller", "listing", "repository", "repository_admin", "chunks", "manage", "signed"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +107,14 @@ def required(method: str, route: str, params: dict[str, str]) -> Need:
     method = method.upper()
     reads = method in PULL_METHODS or (method == "POST" and route in READ_POSTS)
     action: Action = "pull" if reads else "push"
-    if route in OPEN_ROUTES:
+    if route in OPEN_ROUTES or route == UI_PREFIX or route.startswith(UI_PREFIX + "/"):
         return Need("open")
     if route in CALLER_ROUTES:
         return Need("caller")
     if route == "/v1/repositories" and action == "pull":
         return Need("listing", "pull")
+    if route in ADMIN_ROUTES and "name" in params:
+        return Need("repository_admin", "admin", params["name"])
     if route.startswith("/v1/repositories/") and "name" in params:
         return Need("repository", action, params["name"])
     if route.startswith("/v1/chunks/"):
@@ -198,15 +215,25 @@ async def authenticate(request: Request, context: AppContext) -> Principal:
     value = value.strip()
     if scheme.lower() != "bearer" or not value:
         raise _unauthorized("the Authorization header must be 'Bearer <token>'", True)
-    token_hash = tokens.hash_token(value)
+    principal = await principal_of(request, context, value)
+    if principal is None:
+        raise _unauthorized("the token is unknown or revoked", True)
+    return principal
+
+
+async def principal_of(request: Request, context: AppContext, token: str) -> Principal | None:
+    """The principal ``token`` names (through the cache), or None if unknown or revoked.
+
+    Shared by ``authenticate`` and the web UI, which reads the token from its cookie."""
+    token_hash = tokens.hash_token(token)
     cache = token_cache(request)
     principal = cache.get(token_hash)
     if principal is not None:
         return principal
     async with context.sessions() as session:
-        info = await tokens.verify(session, value)
+        info = await tokens.verify(session, token)
     if info is None:
-        raise _unauthorized("the token is unknown or revoked", True)
+        return None
     principal = Principal(info.name, info.scopes)
     cache.put(token_hash, principal)
     return principal
@@ -250,7 +277,7 @@ async def guard(request: Request) -> None:
     request.state.principal = principal
     if need.kind in ("caller", "listing"):
         return
-    if need.kind == "repository":
+    if need.kind in ("repository", "repository_admin"):
         assert need.repository is not None  # noqa: S101 - narrows: required() always sets it
         if not principal.can(need.action, need.repository):
             raise _denied(principal, f"{need.action} {need.repository!r}")

@@ -156,3 +156,31 @@ async def list_for(session: AsyncSession, name: str) -> list[TagInfo]:
         .order_by(Tag.name)
     )
     return [TagInfo(name, tag, digest, updated_at) for tag, digest, updated_at in rows]
+
+
+async def page(
+    session: AsyncSession,
+    name: str,
+    *,
+    after: str | None = None,
+    prefix: str | None = None,
+    limit: int = 100,
+) -> tuple[list[TagInfo], bool]:
+    """One page of ``name``'s tags, sorted by tag: at most ``limit`` (1..1000) tags after
+    ``after`` (keyset: the last tag of the previous page), optionally only those starting
+    with ``prefix``; and whether more follow. Served by the ``(repository_id, name)``
+    unique index, so a page costs the same on the first page as on the last."""
+    limit = max(1, min(limit, 1000))
+    repo_id = await repositories.require(session, name)
+    query = (
+        select(Tag.name, ManifestRow.digest, Tag.updated_at)
+        .join(ManifestRow, ManifestRow.id == Tag.manifest_id)
+        .where(Tag.repository_id == repo_id)
+    )
+    if prefix:
+        query = query.where(Tag.name.startswith(prefix, autoescape=True))
+    if after is not None:
+        query = query.where(Tag.name > after)
+    rows = (await session.execute(query.order_by(Tag.name).limit(limit + 1))).all()
+    found = [TagInfo(name, r.name, r.digest, r.updated_at) for r in rows[:limit]]
+    return found, len(rows) > limit
