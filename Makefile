@@ -40,9 +40,12 @@ run: install
 ## make test: run the whole suite (every backend; starts PostgreSQL and moto itself), then
 ## the torch suite (tests/torch) in .venv-torch. Both run even when the first fails.
 ## It never stops at lint: CI runs `make test` and `make lint` as two steps, both required.
+## The main suite runs on TEST_WORKERS pytest-xdist processes, a test file per worker at a
+## time (its module fixtures shared); its 25 slowest tests are listed at the end.
+TEST_WORKERS ?= 2
 test: install install-torch
 	status=0; \
-	$(BIN)/python -m pytest || status=$$?; \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations 25 || status=$$?; \
 	WREG_REQUIRE_TORCH=1 $(TORCH_BIN)/python -m pytest tests/torch || status=$$((status ? status : $$?)); \
 	exit $$status
 

@@ -5,6 +5,14 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import tempfile
+from pathlib import Path
+
+from filelock import FileLock
+
+# One apt-get at a time across the test processes (pytest-xdist workers start services
+# side by side; a second apt-get would fail on dpkg's lock rather than wait for it).
+_LOCK = Path(tempfile.gettempdir()) / "wreg-apt.lock"
 
 
 class AptFailed(RuntimeError):
@@ -12,8 +20,14 @@ class AptFailed(RuntimeError):
 
 
 def install(package: str, timeout_s: float) -> None:
-    """``apt-get update`` then ``apt-get install -y --no-install-recommends PACKAGE``."""
+    """``apt-get update`` then ``apt-get install -y --no-install-recommends PACKAGE``,
+    one process at a time (a package another worker just installed is a quick no-op)."""
     env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+    with FileLock(_LOCK, timeout=timeout_s * 2):
+        _install(package, timeout_s, env)
+
+
+def _install(package: str, timeout_s: float, env: dict[str, str]) -> None:
     for command in (
         ["apt-get", "update"],
         ["apt-get", "install", "-y", "--no-install-recommends", package],
