@@ -84,6 +84,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         # ``Host`` header (a redirect anyone can point anywhere); a trailing slash is
         # simply not a route here: 404.
         redirect_slashes=False,
+        # /docs is served from a package, not a CDN (api/openapi.py); ReDoc needs a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
     openapi.install(app)

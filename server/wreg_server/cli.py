@@ -12,6 +12,12 @@
     wreg-server retention clear REPO
 
 Options not given fall back to ``WREG_*`` environment variables (see ``settings.py``).
+Exit status: 0 done; 1 the command's work failed (``verify`` found damage, a token or
+retention command was refused: ``error: …``); 2 configuration or usage — a bad setting,
+an unusable data directory, log level or port, a missing or unreachable index (admin
+commands never create one: only ``serve`` and ``db upgrade`` do), a missing server
+extra — each one line on stderr naming what to fix; 3 ``serve`` could not start
+(uvicorn's status, e.g. a port already taken). Tested in tests/server/test_startup_errors.py.
 """
 
 from __future__ import annotations
@@ -19,20 +25,21 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn, TypeVar
 
 import typer
 
-from wreg_server.settings import ServerSettings
-
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.engine import URL
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
     from wreg_server.domain import retention
     from wreg_server.domain.gc import GcResult
     from wreg_server.domain.scrub import ScrubResult
+    from wreg_server.settings import ServerSettings
 
 T = TypeVar("T")
 
@@ -56,9 +63,167 @@ DataOption = Annotated[
 ]
 
 
+# Top-level modules of the ``server`` extra (pyproject.toml) and what they pull in: a
+# client-only install lacks them, and ``main`` says so in one line.
+SERVER_EXTRA: Final = frozenset(
+    {
+        "pydantic",
+        "pydantic_settings",
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "sqlalchemy",
+        "aiosqlite",
+        "asyncpg",
+        "alembic",
+        "prometheus_client",
+        "obstore",
+        "jinja2",
+        "swagger_ui_bundle",
+    }
+)
+NEEDS_EXTRA: Final = "wreg-server needs the server extra: pip install 'wreg[server]'"
+
+
+def _fail(message: str) -> NoReturn:
+    """A configuration or start-up error: one line on stderr, exit status 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
 def _settings(data: Path | None) -> ServerSettings:
+    from pydantic import ValidationError
+
+    from wreg_server.settings import ServerSettings, explain
+
     overrides: dict[str, Any] = {} if data is None else {"data": data}
-    return ServerSettings(**overrides)
+    try:
+        settings = ServerSettings(**overrides)
+    except ValidationError as exc:
+        _fail(explain(exc))
+    _index_url(settings)  # a malformed URL fails here, not deep inside SQLAlchemy
+    return settings
+
+
+def _index_url(settings: ServerSettings) -> URL:
+    """``WREG_DATABASE_URL`` parsed; exits 2 (without echoing it: it may hold a password)
+    if it is not a URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(settings.database_url)
+        url.get_dialect()  # an unknown database (``pg://``) fails here, not at start-up
+    except ArgumentError:  # NoSuchModuleError included
+        _fail(
+            "WREG_DATABASE_URL: not a database URL wreg can use; expected e.g. "
+            "postgresql+asyncpg://user:password@host/wreg or sqlite+aiosqlite:///path/index.sqlite"
+        )
+    return url
+
+
+def _check_dir(path: Path, what: str) -> None:
+    """Exit 2 unless ``path`` is (or can be created as) a directory this process may write."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        reason = "it is a file"
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    else:
+        if os.access(path, os.W_OK | os.X_OK):
+            return
+        reason = "it is not writable"
+    _fail(f"{what} {path}: {reason}; it must be a writable directory (created if missing)")
+
+
+def _display_url(settings: ServerSettings) -> str:
+    """The index as a log or error line may show it (a PostgreSQL password hidden)."""
+    url = _index_url(settings)
+    if url.get_backend_name() == "sqlite" and url.database:
+        return url.database
+    return url.render_as_string(hide_password=True)
+
+
+def _sqlite_path(settings: ServerSettings) -> Path | None:
+    """The SQLite index's file, or None (PostgreSQL, or an in-memory database)."""
+    url = _index_url(settings)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(str(url.database))
+
+
+def _check_storage(settings: ServerSettings, *, serving: bool) -> None:
+    """Exit 2 unless what the command writes is usable: the SQLite index's directory and,
+    to serve, the data directory (its ``tmp/`` spools uploads), the file store's root, and
+    an object store backend that exists and is configured."""
+    from wreg_server.objectstore import backends
+
+    data = "data directory (--data / WREG_DATA)"
+    if serving:
+        _check_dir(settings.data, data)
+    index = _sqlite_path(settings)
+    if index is not None:
+        same = index.parent == settings.data.absolute()
+        _check_dir(index.parent, data if same else "index directory (WREG_DATABASE_URL)")
+    if not serving:
+        return
+    if settings.store not in backends():
+        _fail(f"WREG_STORE={settings.store!r}: expected one of {', '.join(backends())}")
+    if settings.store == "file":
+        _check_dir(settings.objects_path, "object store (WREG_STORE_PATH)")
+    if settings.store == "s3" and not settings.s3_bucket:
+        _fail("WREG_STORE='s3' needs WREG_S3_BUCKET (the bucket's name)")
+
+
+def _sqlite_index_exists(path: Path) -> bool:
+    import sqlite3
+
+    if not path.is_file():
+        return False
+    try:
+        # Read-only: looking must not create or change anything.
+        with sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True) as conn:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='alembic_version'"
+            ).fetchone()
+    except sqlite3.Error:
+        return False
+    return found is not None
+
+
+async def _open_index(settings: ServerSettings) -> AsyncEngine:
+    """An engine on the existing index; exits 2 if there is none (admin commands never
+    create one: an empty index would make gc, verify and token commands succeed at
+    nothing)."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import DBAPIError
+
+    from wreg_server.db.session import create_engine
+
+    index = _sqlite_path(settings)
+    if index is not None and not _sqlite_index_exists(index):
+        _no_index(settings)
+    engine = create_engine(settings.database_url)
+    if index is None:
+        try:
+            async with engine.connect() as conn:
+                found = await conn.run_sync(lambda c: inspect(c).has_table("alembic_version"))
+        except (OSError, DBAPIError) as exc:
+            await engine.dispose()
+            reason = exc.orig if isinstance(exc, DBAPIError) else exc
+            _fail(f"cannot reach the index at {_display_url(settings)}: {reason}")
+        if not found:
+            await engine.dispose()
+            _no_index(settings)
+    return engine
+
+
+def _no_index(settings: ServerSettings) -> NoReturn:
+    _fail(
+        f"no index at {_display_url(settings)} (pass --data or set WREG_DATABASE_URL; "
+        "`wreg-server db upgrade` creates one)"
+    )
 
 
 @app.command()
@@ -68,14 +233,24 @@ def serve(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
-    """Serve the registry API."""
+    """Serve the registry API (creating the data directory and index if missing)."""
     import uvicorn
+    from uvicorn.config import LOG_LEVELS
 
     from wreg_server import logs, serving
     from wreg_server.app import create_app
 
+    if log_level.lower() not in LOG_LEVELS:
+        _fail(f"--log-level {log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
     settings = _settings(data)
+    if not 0 <= port <= 65535:
+        _fail(f"--port {port}: expected 0 to 65535 (0: any free port)")
+    _check_storage(settings, serving=True)
     logs.configure(settings.log_format, log_level)
+    log.info(
+        "wreg-server: data directory %s, index %s, store %s",
+        *(settings.data.absolute(), _display_url(settings), settings.store),
+    )
     if not settings.auth_enabled and not _is_loopback(host):
         log.warning(
             "!!! WREG_AUTH is off and the registry listens on %s, beyond this machine: "
@@ -118,6 +293,7 @@ def db_upgrade(data: DataOption = None) -> None:
     from wreg_server.db.migrate import upgrade
 
     settings = _settings(data)
+    _check_storage(settings, serving=False)
     upgrade(settings.database_url)
     typer.echo("index is up to date")
 
@@ -156,7 +332,7 @@ def gc(
     try:
         grace_delta = parse_duration(grace)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--grace") from None
+        _fail(f"--grace: {exc}")
     settings = _settings(data)
     result = asyncio.run(_run_gc(settings, grace_delta.total_seconds(), dry_run))
     if metrics_file is not None:
@@ -214,11 +390,11 @@ def verify(
 
 
 async def _run_scrub(settings: ServerSettings) -> ScrubResult:
-    from wreg_server.db.session import create_engine, create_sessionmaker
+    from wreg_server.db.session import create_sessionmaker
     from wreg_server.domain.scrub import scrub
     from wreg_server.objectstore import from_settings
 
-    engine = create_engine(settings.database_url)
+    engine = await _open_index(settings)
     store = from_settings(settings)
     try:
         return await scrub(create_sessionmaker(engine), store)
@@ -231,11 +407,11 @@ async def _run_gc(settings: ServerSettings, grace_s: float, dry_run: bool) -> Gc
     from datetime import timedelta
 
     from wreg_server.db.migrate import upgrade_engine
-    from wreg_server.db.session import create_engine, create_sessionmaker
+    from wreg_server.db.session import create_sessionmaker
     from wreg_server.domain.gc import collect
     from wreg_server.objectstore import from_settings
 
-    engine = create_engine(settings.database_url)
+    engine = await _open_index(settings)
     store = from_settings(settings)
     try:
         if settings.is_sqlite and settings.migrate_on_start:
@@ -251,11 +427,12 @@ async def _run_gc(settings: ServerSettings, grace_s: float, dry_run: bool) -> Gc
 async def _with_index(
     settings: ServerSettings, action: Callable[[AsyncSession], Awaitable[T]]
 ) -> T:
-    """Run ``action`` in a session on the index (migrating SQLite first, as ``serve`` does)."""
+    """Run ``action`` in a session on the existing index (migrating SQLite first, as
+    ``serve`` does)."""
     from wreg_server.db.migrate import upgrade_engine
-    from wreg_server.db.session import create_engine, create_sessionmaker
+    from wreg_server.db.session import create_sessionmaker
 
-    engine = create_engine(settings.database_url)
+    engine = await _open_index(settings)
     try:
         if settings.is_sqlite and settings.migrate_on_start:
             await upgrade_engine(engine)
@@ -438,4 +615,15 @@ def retention_plan(
 
 
 def main() -> None:
-    app()
+    """The ``wreg-server`` entry point."""
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in SERVER_EXTRA:
+            raise
+        typer.echo(f"error: {NEEDS_EXTRA} ({exc.name} is missing)", err=True)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

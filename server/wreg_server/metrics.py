@@ -16,6 +16,12 @@ apps in one process. What is counted, and where:
   live in a server's registry; ``gc_registry`` builds the ``wreg_gc_*`` gauges that
   ``gc --metrics-file`` writes for node_exporter's textfile collector.
 
+Series are named and labelled as a scrape reads them: no ``*_created`` twin of every
+counter and histogram (prometheus-client's default, switched off for the process at
+import: Prometheus ignores them, and they doubled the exposition), and ``route`` labels
+spell the route as the API and the OpenAPI schema do (``{name}``, not the router's
+``{name:path}``; ``api/middleware.py``).
+
 Domain code reports through ``current()``: the middleware sets the request's ``Metrics``
 in a context variable, and outside a request (the GC command, tests) ``current()``
 returns a no-op sink, so domain functions stay callable without a server.
@@ -26,7 +32,14 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
@@ -35,6 +48,9 @@ if TYPE_CHECKING:
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "current", "gc_registry"]
 
 UNMATCHED: Final = "unmatched"
+
+# Process-wide in prometheus-client, read at each scrape.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class Metrics:

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wreg.core import sizes
@@ -242,6 +242,33 @@ class ServerSettings(BaseSettings):
     @property
     def auth_enabled(self) -> bool:
         return self.auth == "on"
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field`` (``WREG_MAX_CONNECTIONS`` for
+    ``max_connections``)."""
+    info = ServerSettings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    return alias if isinstance(alias, str) else f"WREG_{field.upper()}"
+
+
+# Fields whose values an error message must not echo.
+_SECRET_FIELDS = frozenset({"s3_secret_access_key", "upstream_hf_token", "hf_upload_secret"})
+
+
+def explain(exc: ValidationError) -> str:
+    """``exc`` as one line naming each bad variable, its value and what it accepts:
+    ``WREG_LOG_FORMAT='xml': input should be 'text' or 'json'``."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        message = error["msg"].removeprefix("Value error, ")
+        if not field:  # a check across fields: its message names them
+            parts.append(message)
+            continue
+        value = "<hidden>" if field in _SECRET_FIELDS else repr(error["input"])
+        parts.append(f"{env_name(field)}={value}: {message[:1].lower()}{message[1:]}")
+    return "; ".join(parts)
 
 
 @lru_cache(maxsize=1)

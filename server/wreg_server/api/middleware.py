@@ -11,15 +11,19 @@ mid-request (Starlette's ``ClientDisconnect``) gets no answer and no error log: 
 logged at INFO and recorded with status 499.
 
 Each request also gets one access log line (logger ``wreg_server.access``: method, route
-template, status, duration) and is counted in the app's ``Metrics`` by route *template*
-(``/v1/repositories/{name:path}/chunks/{digest}``, not the name or digest, so label
-cardinality stays bounded). While the request runs, its id and metrics are in context
-variables, so any log line written on its behalf carries the id (``logs.py``) and domain
-code can count into its metrics.
+template, status, duration) — at DEBUG for chunk transfers (a push or pull makes
+thousands: ``CHUNK_ROUTES``) that succeeded, at INFO for everything else (a failed chunk
+request included) — and is counted in the app's ``Metrics`` by route *template* as the
+API spells it (``/v1/repositories/{name}/chunks/{digest}``: not the name or digest, so
+label cardinality stays bounded, nor the router's ``{name:path}``; ``api_template``).
+While the request runs, its id and metrics are in context variables, so any log line
+written on its behalf carries the id (``logs.py``) and domain code can count into its
+metrics.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -44,6 +48,24 @@ HEADER: Final = "X-Request-Id"
 # Recorded (access log, metrics) for a request whose client hung up first; nginx's code.
 CLIENT_CLOSED: Final = 499
 _SANE_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Route templates (api/routes/chunks.py) whose access lines are DEBUG: one chunk's
+# GET/HEAD/PUT and the batched fetch and upload. The per-push ``missing`` query stays INFO.
+CHUNK_ROUTES: Final = frozenset(
+    {
+        "/v1/repositories/{name}/chunks/{digest}",
+        "/v1/repositories/{name}/chunks/fetch",
+        "/v1/repositories/{name}/chunks/upload",
+        "/v1/chunks/{digest}",
+    }
+)
+_CONVERTER: Final = re.compile(r"\{(\w+):\w+\}")
+
+
+@functools.lru_cache(maxsize=512)  # one entry per route template: bounded
+def api_template(route: str) -> str:
+    """``route`` as the API and its OpenAPI schema spell it: the router's
+    ``/v1/repositories/{name:path}/tags/{tag}`` is ``/v1/repositories/{name}/tags/{tag}``."""
+    return _CONVERTER.sub(r"{\1}", route)
 
 
 class RequestContextMiddleware:
@@ -125,13 +147,15 @@ class RequestContextMiddleware:
         self, scope: Scope, status: int, bytes_in: int, bytes_out: int, seconds: float
     ) -> None:
         method = str(scope.get("method", ""))
-        route = getattr(scope.get("route"), "path", None) or UNMATCHED
+        route = api_template(getattr(scope.get("route"), "path", None) or UNMATCHED)
         m = self.metrics
         m.requests.labels(method, route, str(status)).inc()
         m.duration.labels(method, route).observe(seconds)
         m.bytes_in.labels(route).inc(bytes_in)
         m.bytes_out.labels(route).inc(bytes_out)
-        access_log.info(
+        quiet = route in CHUNK_ROUTES and status < 400
+        access_log.log(
+            logging.DEBUG if quiet else logging.INFO,
             "%s %s %d",
             method,
             scope.get("path", ""),
