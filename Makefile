@@ -19,11 +19,16 @@ TORCH_WITH  := 'transformers>=4.45' 'sentence-transformers>=3'
 
 install: $(STAMP)
 
+# pip's own chatter (and any warnings the machine's pip configuration draws) goes to a log,
+# so `make run` fits one screen; a failed install prints the log's tail.
+INSTALL_LOG := $(VENV)/install.log
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[server,dev]'
-	touch $@
+	@echo "installing wreg and its test tools into $(VENV) (pip's log: $(INSTALL_LOG))"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@{ $(BIN)/python -m pip install --quiet --upgrade pip \
+		&& $(BIN)/python -m pip install --quiet -e '.[server,dev]'; } > $(INSTALL_LOG) 2>&1 \
+		|| { tail -n 40 $(INSTALL_LOG); echo "pip install failed: see $(INSTALL_LOG)"; exit 1; }
+	@touch $@
 
 install-torch: $(TORCH_STAMP)
 
@@ -35,7 +40,7 @@ $(TORCH_STAMP): pyproject.toml Makefile
 
 ## make run: start a server on the embedded default, push the real model, pull it back, verify.
 run: install
-	$(BIN)/python scripts/quickstart.py
+	@$(BIN)/python scripts/quickstart.py
 
 ## make test: run the whole suite (every backend; starts PostgreSQL and moto itself), then
 ## the torch suite (tests/torch) in .venv-torch. Both run even when the first fails.

