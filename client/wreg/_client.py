@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wreg._config import ClientSettings
+from wreg._config import ClientSettings, registry_root
 from wreg._progress import NoProgress, Progress
 from wreg.core.errors import WregError
 from wreg.core.reference import Reference, validate_name
@@ -49,7 +49,7 @@ class Client:
         inflight_bytes: int | None = None,
     ) -> None:
         settings = ClientSettings.from_env()
-        self.url = (url or settings.url).rstrip("/")
+        self.url = registry_root(url, "url") if url else settings.url.rstrip("/")
         # Precedence: the argument (--token), WREG_TOKEN, then what `wreg login` stored.
         self.token = token if token is not None else settings.token
         if self.token is None:

@@ -5,7 +5,9 @@ A plain dataclass: pydantic-settings cost ~70 ms of imports on every ``wreg`` co
 pydantic-settings did: names case-insensitively (``WREG_URL`` wins over ``wreg_url``),
 values with the same parsing (integers may be written ``2.0`` or ``1_000``, booleans as
 ``1/0``, ``true/false``, ``yes/no``, ``on/off``, ``t/f``, ``y/n`` in any case) and the same
-bounds. A bad value raises ``SettingsError``: one line naming the variable.
+bounds. A bad value raises ``SettingsError`` (``SETTING_INVALID``): one line naming the
+variable, the value and what it accepts (``WREG_CONCURRENCY='abc': expected an integer
+from 1 to 256``).
 """
 
 from __future__ import annotations
@@ -17,15 +19,31 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
+from wreg.core.errors import ErrorCode, InvalidInput
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 PREFIX: Final = "WREG_"
 
 Sharing = Literal["auto", "group", "private"]
 
 
-class SettingsError(ValueError):
-    """A ``WREG_*`` setting that does not parse or is out of range; its message is one
-    line naming the variable (a ``ValueError``, as pydantic's ``ValidationError`` was)."""
+class SettingsError(InvalidInput, ValueError):
+    """A ``WREG_*`` setting that does not parse or is out of range (``SETTING_INVALID``):
+    one line naming the variable, its value and what it accepts; ``detail`` has the three
+    (``variable``, ``value``, ``expected``). A ``WregError``, and a ``ValueError`` as
+    pydantic's ``ValidationError`` was."""
+
+    def __init__(
+        self, name: str, value: object, expected: str | None = None, *, label: str | None = None
+    ) -> None:
+        expected = expected or EXPECTED[name]
+        shown = value if isinstance(value, str) else repr(value)
+        label = label or variable(name)
+        super().__init__(
+            ErrorCode.SETTING_INVALID,
+            f"{label}={_shown(shown)}: expected {expected}",
+            detail={"variable": label, "value": shown, "expected": expected},
+        )
 
 
 def parse_uids(text: str) -> list[int]:
@@ -54,7 +72,7 @@ _FALSE: Final = frozenset({"0", "off", "f", "false", "n", "no"})
 def _int(name: str, raw: str) -> int:
     match = _INT.fullmatch(raw)
     if match is None:
-        raise SettingsError(f"{variable(name)}={_shown(raw)} is not an integer")
+        raise SettingsError(name, raw)
     return int(match[1])
 
 
@@ -62,7 +80,7 @@ def _float(name: str, raw: str) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise SettingsError(f"{variable(name)}={_shown(raw)} is not a number") from None
+        raise SettingsError(name, raw) from None
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -70,9 +88,7 @@ def _bool(name: str, raw: str) -> bool:
         return True
     if raw.lower() in _FALSE:
         return False
-    raise SettingsError(
-        f"{variable(name)}={_shown(raw)} is not a boolean (use 1/0, true/false, yes/no, on/off)"
-    )
+    raise SettingsError(name, raw)
 
 
 def _path(name: str, raw: str) -> Path:
@@ -95,6 +111,18 @@ _PARSERS: Final[dict[str, Callable[[str, str], Any]]] = {
     "cache_shared": _str,
     "cache_trusted_uids": _str,
 }
+
+
+def registry_root(url: str, label: str | None = None) -> str:
+    """``url`` without a trailing ``/``; raises ``SettingsError`` (named ``label``, default
+    ``WREG_URL``) when it ends in ``/v1``: the registry URL is its root, wreg adds
+    ``/v1/...`` itself, and ``http://host/v1`` would send every request to ``/v1/v1/...``
+    (not found, which used to read as an unknown model)."""
+    root = url.rstrip("/")
+    if root.endswith("/v1"):
+        expected = f"the registry's root URL, without /v1: {_shown(root[:-3])}"
+        raise SettingsError("url", url, expected, label=label)
+    return root
 
 
 def _default_cache() -> Path:
@@ -149,6 +177,21 @@ def default_inflight_bytes(limit: int | None = None) -> int:
     return max(INFLIGHT_MIN, min(limit // 8, INFLIGHT_MAX_DEFAULT))
 
 
+EXPECTED: Final[dict[str, str]] = {
+    "url": "the registry's root URL, e.g. http://127.0.0.1:8080",
+    "token": "a token",
+    "cache": "a directory",
+    "concurrency": "an integer from 1 to 256",
+    "timeout": "a number of seconds above 0",
+    "inflight_bytes": f"an integer number of bytes, at least {INFLIGHT_MIN} (8 MiB)",
+    "fetch_run_bytes": "an integer number of bytes, 0 or more",
+    "offline": "a boolean: 1/0, true/false, yes/no or on/off",
+    "cache_shared": "one of auto, group, private",
+    "cache_trusted_uids": "a list of numeric uids, e.g. 1001,1002",
+}
+"""What each setting accepts, as its ``SettingsError`` says."""
+
+
 @dataclass(frozen=True)
 class ClientSettings:
     """``WREG_URL``, ``WREG_TOKEN``, ``WREG_CACHE``, ``WREG_CONCURRENCY``, ``WREG_TIMEOUT``,
@@ -177,36 +220,21 @@ class ClientSettings:
     cache_trusted_uids: str = ""
 
     def __post_init__(self) -> None:
+        registry_root(self.url)
         if not 1 <= self.concurrency <= 256:
-            raise SettingsError(
-                f"{variable('concurrency')}={self.concurrency} is out of range (1 to 256)"
-            )
+            raise SettingsError("concurrency", self.concurrency)
         if not self.timeout > 0:  # also refuses nan
-            raise SettingsError(
-                f"{variable('timeout')}={self.timeout:g} is out of range (seconds, above 0)"
-            )
+            raise SettingsError("timeout", self.timeout)
         if self.inflight_bytes < INFLIGHT_MIN:
-            raise SettingsError(
-                f"{variable('inflight_bytes')}={self.inflight_bytes} is out of range "
-                f"(at least {INFLIGHT_MIN}, 8 MiB)"
-            )
+            raise SettingsError("inflight_bytes", self.inflight_bytes)
         if self.fetch_run_bytes < 0:
-            raise SettingsError(
-                f"{variable('fetch_run_bytes')}={self.fetch_run_bytes} is out of range "
-                "(bytes, 0 or more)"
-            )
+            raise SettingsError("fetch_run_bytes", self.fetch_run_bytes)
         if self.cache_shared not in get_args(Sharing):
-            raise SettingsError(
-                f"{variable('cache_shared')}={_shown(self.cache_shared)} is not one of "
-                "'auto', 'group', 'private'"
-            )
+            raise SettingsError("cache_shared", self.cache_shared)
         try:
             parse_uids(self.cache_trusted_uids)
         except ValueError:
-            raise SettingsError(
-                f"{variable('cache_trusted_uids')}={_shown(self.cache_trusted_uids)} is not "
-                "a list of numeric uids (e.g. 1001,1002)"
-            ) from None
+            raise SettingsError("cache_trusted_uids", self.cache_trusted_uids) from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ClientSettings:
@@ -220,7 +248,11 @@ class ClientSettings:
         values = {
             f.name: _PARSERS[f.name](f.name, found[f.name]) for f in fields(cls) if f.name in found
         }
-        return cls(**values)
+        try:
+            return cls(**values)
+        except SettingsError as exc:  # name the value as written (' 0x' -> ' 0x', not 0)
+            name = str(exc.detail["variable"])[len(PREFIX) :].lower()
+            raise SettingsError(name, found[name], exc.detail["expected"]) from None
 
     @property
     def trusted_uids(self) -> list[int]:

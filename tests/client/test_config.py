@@ -86,8 +86,8 @@ def test_cli_reports_a_bad_setting_in_one_line(
     monkeypatch.setenv("WREG_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("WREG_CONCURRENCY", "0")
     result = CliRunner().invoke(app, ["ls", "--url", "http://127.0.0.1:9"])
-    assert result.exit_code == 1
-    assert result.output == "error: WREG_CONCURRENCY=0 is out of range (1 to 256)\n"
+    assert result.exit_code == 2  # a wrong configuration, as a wrong command line
+    assert result.output == "error: WREG_CONCURRENCY='0': expected an integer from 1 to 256\n"
 
 
 def test_the_client_never_imports_pydantic_settings() -> None:

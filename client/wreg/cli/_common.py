@@ -1,10 +1,22 @@
 """Shared pieces of the CLI: the typer app, common options, error mapping, progress.
 
-One place (``errors``) turns every ``WregError`` (and a bad ``WREG_*`` setting,
-``SettingsError``) into a one-line message and a non-zero exit code; nothing reaches the
-user as a traceback. Text that may come from a server (its error messages, names it
-lists) passes through ``terminal_safe`` before it is printed, so a hostile registry cannot
-clear the screen, rewrite a line with ``\r`` or reorder it with bidi controls.
+One place (``errors``, and ``run`` for the command line itself) turns every failure
+into a one-line ``error: ...`` on stderr and an exit status; nothing reaches the user as a
+traceback. With ``--json`` the failure is also printed on stdout as the registry's error
+envelope, ``{"errors": [{"code", "message", "detail"}]}``, ``code`` from the one table
+(``ErrorCode``). Exit statuses::
+
+    0    success
+    1    the command failed: any error wreg reports (``WregError``), a reference
+         ``cache warm`` could not pull, a problem ``cache verify`` found
+    2    the command line or the configuration is wrong (``USAGE_INVALID``,
+         ``SETTING_INVALID``): an unknown option, a missing argument, a bad value, a bad
+         ``WREG_*`` setting, ``cache warm`` without references
+    130  interrupted (Ctrl-C)
+
+Text that may come from a server (its error messages, names it lists) passes through
+``terminal_safe`` before it is printed, so a hostile registry cannot clear the screen,
+rewrite a line with ``\r`` or reorder it with bidi controls.
 """
 
 from __future__ import annotations
@@ -13,19 +25,28 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
 
 import typer
+from typer.core import TyperCommand
 
-from wreg._config import SettingsError
-from wreg.core.errors import WregError
+from wreg.core.errors import ErrorCode, WregError
 
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
     from rich.progress import TaskID
+    from typer._click import Context
 
     from wreg._client import Client
+
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+USAGE_CODES: Final = frozenset({ErrorCode.USAGE_INVALID, ErrorCode.SETTING_INVALID})
+"""The codes of a wrong command line or configuration: exit status 2, not 1."""
+MAX_TAGS_SHOWN: Final = 10
+"""Existing tags an unknown-tag error lists (then ``and N more``)."""
 
 app = typer.Typer(
     name="wreg",
@@ -36,6 +57,36 @@ app = typer.Typer(
     # Plain help: rich's renderer costs ~60 ms of imports on every `--help`.
     rich_markup_mode=None,
 )
+
+
+class Command(TyperCommand):
+    """A command whose usage line reads ``wreg pull [OPTIONS] REF``: typer writes a
+    required argument as ``{REF}``, which reads as markup to be filled in."""
+
+    def collect_usage_pieces(self, ctx: Context) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"wreg {version('wreg')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
+) -> None:
+    """Push, pull and cache ML model weights from a wreg registry."""
+
 
 UrlOpt = Annotated[
     str | None,
@@ -54,8 +105,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object; no
 
 def client(url: str | None, token: str | None) -> Client:
     from wreg._client import Client
+    from wreg._config import registry_root
 
-    return Client(url, token)
+    return Client(registry_root(url, "--url/WREG_URL") if url else None, token)
 
 
 def terminal_safe(text: str, keep: str = "") -> str:
@@ -68,30 +120,106 @@ def terminal_safe(text: str, keep: str = "") -> str:
     return "".join(c if c.isprintable() or c in keep or c == " " else repr(c)[1:-1] for c in text)
 
 
-def _fail(message: str) -> None:
-    typer.echo(terminal_safe(message), err=True)
+def exit_status(code: ErrorCode) -> int:
+    """The exit status of a failure with ``code``: 2 for a wrong command line or setting,
+    1 for everything else."""
+    return EXIT_USAGE if code in USAGE_CODES else EXIT_FAILED
+
+
+def envelope(error: WregError) -> dict[str, Any]:
+    """``--json``'s form of a failure: the registry's error envelope, with the message the
+    ``error: ...`` line has (hints and request id included)."""
+    return {"errors": [{"code": error.code.name, "message": str(error), "detail": error.detail}]}
+
+
+def fail(error: WregError, as_json: bool = False) -> NoReturn:
+    """Report ``error`` (one line on stderr; with ``as_json`` also its envelope on stdout)
+    and exit with its status."""
+    typer.echo(terminal_safe(f"error: {error}"), err=True)
+    if as_json:
+        typer.echo(json.dumps(envelope(error), default=str))
+    raise typer.Exit(exit_status(error.code))
 
 
 @contextlib.contextmanager
-def errors() -> Iterator[None]:
+def errors(
+    as_json: bool = False, url: str | None = None, token: str | None = None
+) -> Iterator[None]:
+    """Turn a failure in the block into ``fail``: one line, the envelope with ``as_json``,
+    the exit status of its code. ``typer.Exit`` (a command's own exit status) and
+    ``typer.Abort`` pass through as they are. ``url``/``token`` are the registry's, for
+    hints that ask it (the tags of a repository whose tag is unknown)."""
     try:
         yield
-    except (WregError, SettingsError) as exc:
-        _fail(f"error: {exc}")
-        raise typer.Exit(1) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except WregError as exc:
+        fail(explain(exc, url, token), as_json)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except OSError as exc:
-        _fail(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
-        raise typer.Exit(1) from None
+        message = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+        detail = {"errno": exc.errno, "path": None if exc.filename is None else str(exc.filename)}
+        fail(ErrorCode.LOCAL_IO_FAILED.error(message, detail=detail), as_json)
     except Exception as exc:
         if os.environ.get("WREG_DEBUG"):
             raise
-        _fail(
-            f"error: internal error ({type(exc).__name__}: {exc}); set WREG_DEBUG=1 for a traceback"
+        message = f"internal error ({type(exc).__name__}: {exc}); set WREG_DEBUG=1 for a traceback"
+        fail(ErrorCode.INTERNAL.error(message), as_json)
+
+
+def explain(error: WregError, url: str | None, token: str | None) -> WregError:
+    """``error`` with a hint for the common mistakes: an unknown tag lists the tags the
+    repository has (asked of the registry; without them if that fails too); a route the
+    registry lacks asks whether the URL is the registry's root."""
+    if error.code is ErrorCode.TAG_UNKNOWN and isinstance(error.detail, dict):
+        name = error.detail.get("name")
+        if not isinstance(name, str):
+            return error
+        try:
+            tags = [str(t["tag"]) for t in client(url, token).tags(name)]
+        except (WregError, KeyError, TypeError):
+            return error
+        shown = tags[:MAX_TAGS_SHOWN]
+        more = f" and {len(tags) - len(shown)} more" if len(tags) > len(shown) else ""
+        hint = f"its tags: {', '.join(shown)}{more}" if tags else "it has no tags"
+        detail = {**error.detail, "tags": shown, "tags_total": len(tags)}
+        return error.code.error(
+            f"{error.message}; {hint}", detail=detail, request_id=error.request_id
         )
-        raise typer.Exit(1) from None
+    if error.code is ErrorCode.NOT_FOUND:
+        where = url or "the registry URL"
+        return error.code.error(
+            f"{error.message}: is {where} the registry's root URL? (--url, WREG_URL)",
+            detail=error.detail,
+            request_id=error.request_id,
+        )
+    return error
+
+
+def run(args: Sequence[str] | None = None) -> int:
+    """``wreg ARGS``: the command's exit status. A wrong command line is reported as click
+    does (usage, then ``Error: ...``, status 2) and, with ``--json`` among the arguments,
+    as the envelope of a ``USAGE_INVALID`` error on stdout."""
+    argv = list(sys.argv[1:] if args is None else args)
+    command = typer.main.get_command(app)
+    try:
+        status = command.main(argv, prog_name="wreg", standalone_mode=False)
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except typer.TyperException as exc:  # click's UsageError and its kin
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            typer.echo(f"error: {exc.format_message()}", err=True)
+        if "--json" in argv:
+            error = ErrorCode.USAGE_INVALID.error(exc.format_message())
+            typer.echo(json.dumps(envelope(error)))
+        return exc.exit_code
+    return status if isinstance(status, int) else 0
 
 
 class _Bars:
@@ -105,6 +233,10 @@ class _Bars:
         if self._task is not None:
             self._bars.update(self._task, visible=False)
         self._task = self._bars.add_task(description, total=total)
+        # A first sample at 0 bytes, now: the rate is then measured from the phase's
+        # start, not between its first two advances (two chunks landing together read
+        # as GB/s).
+        self._bars.advance(self._task, 0)
 
     def advance(self, amount: int) -> None:
         if self._task is not None:
@@ -139,6 +271,20 @@ def progress(enabled: bool) -> Iterator[_Bars | None]:
 
 def emit(as_json: bool, payload: dict[str, Any], text: str) -> None:
     typer.echo(json.dumps(payload) if as_json else terminal_safe(text, keep="\n"))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+    """``rows`` under a header row, in columns as wide as their widest cell; the columns
+    numbered in ``right`` are right-aligned (numbers)."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return [line(headers), *(line(r) for r in rows)]
 
 
 def human_size(n: int) -> str:

@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from wreg.cli._common import JsonOpt, UrlOpt, app, emit, errors
+from wreg.cli._common import Command, JsonOpt, UrlOpt, app, client, emit, errors, fail
+from wreg.core.errors import ErrorCode
 
 
 def _read_token() -> str:
@@ -22,7 +23,7 @@ def _read_token() -> str:
     return sys.stdin.readline().strip()
 
 
-@app.command()
+@app.command(cls=Command)
 def login(
     url: UrlOpt = None,
     token: Annotated[
@@ -30,7 +31,7 @@ def login(
         typer.Option(
             "--token",
             metavar="TOKEN",
-            help="The token (from `wreg-server token create`); default: read from stdin, "
+            help="The token (from 'wreg-server token create'); default: read from stdin, "
             "or prompted for on a terminal.",
             show_default=False,
         ),
@@ -38,25 +39,23 @@ def login(
     as_json: JsonOpt = False,
 ) -> None:
     """Check a token against the registry and store it for that registry (file mode 0600)."""
-    from wreg._client import Client
     from wreg._credentials import save_token
 
-    with errors():
+    with errors(as_json, url):
         secret = token if token is not None else _read_token()
         if not secret:
-            typer.echo("error: no token given", err=True)
-            raise typer.Exit(1)
-        client = Client(url, secret)
-        me = client.whoami()
-        path = save_token(client.url, secret)
+            fail(ErrorCode.USAGE_INVALID.error("no token given (--token, or on stdin)"), as_json)
+        registry = client(url, secret)
+        me = registry.whoami()  # a token the registry refuses raises here: nothing saved
+        path = save_token(registry.url, secret)
     scopes = " ".join(me.get("scopes") or [])
-    text = f"logged in to {client.url} as {me.get('name')!r} ({scopes}); token saved in {path}"
+    text = f"logged in to {registry.url} as {me.get('name')!r} ({scopes}); token saved in {path}"
     if not me.get("auth"):
-        text = f"saved the token for {client.url} in {path} (the registry has auth off)"
+        text = f"saved the token for {registry.url} in {path} (the registry has auth off)"
     emit(
         as_json,
         {
-            "url": client.url,
+            "url": registry.url,
             "name": me.get("name"),
             "scopes": me.get("scopes"),
             "auth": me.get("auth"),
@@ -65,13 +64,16 @@ def login(
     )
 
 
-@app.command()
+@app.command(cls=Command)
 def logout(url: UrlOpt = None) -> None:
     """Forget the token stored for the registry."""
-    from wreg._config import ClientSettings
+    from wreg._config import ClientSettings, registry_root
     from wreg._credentials import remove_token
 
     with errors():
-        target = (url or ClientSettings.from_env().url).rstrip("/")
+        if url:
+            target = registry_root(url, "--url/WREG_URL")
+        else:
+            target = ClientSettings.from_env().url.rstrip("/")
         removed = remove_token(target)
     typer.echo(f"logged out of {target}" if removed else f"no token stored for {target}")

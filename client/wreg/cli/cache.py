@@ -9,7 +9,19 @@ from typing import Annotated
 
 import typer
 
-from wreg.cli._common import JsonOpt, TokenOpt, UrlOpt, client, emit, errors, human_size
+from wreg.cli._common import (
+    Command,
+    JsonOpt,
+    TokenOpt,
+    UrlOpt,
+    client,
+    emit,
+    errors,
+    fail,
+    human_size,
+    table,
+)
+from wreg.core.errors import ErrorCode
 
 app = typer.Typer(
     name="cache",
@@ -25,17 +37,24 @@ def _when(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
 
 
-@app.command("ls")
+@app.command("ls", cls=Command)
 def list_(as_json: JsonOpt = False) -> None:
     """List cached models: repository, tags, size, last use, pinned, complete."""
-    with errors():
+    with errors(as_json):
         listing = client(None, None).cache_ls()
-    lines = [
-        f"{s.repository:<32} {','.join(s.tags) or '-':<16} {s.manifest[7:19]}  "
-        f"{human_size(s.bytes_total):>9}  {_when(s.last_used)}"
-        f"{'  pinned' if s.pinned else ''}{'' if s.complete else '  incomplete'}"
+    rows = [
+        [
+            s.repository,
+            ",".join(s.tags) or "-",
+            s.manifest[7:19],
+            human_size(s.bytes_total),
+            _when(s.last_used),
+            " ".join(f for f, on in (("pinned", s.pinned), ("incomplete", not s.complete)) if on),
+        ]
         for s in listing.snapshots
     ]
+    headers = ["repository", "tags", "manifest", "size", "last used", "state"]
+    lines = table(headers, rows, {3}) if rows else ["(no cached models)"]
     lines.append(
         f"{listing.path}: {human_size(listing.bytes_blobs)} in blobs, "
         f"{human_size(listing.bytes_partial)} in partial downloads"
@@ -43,7 +62,7 @@ def list_(as_json: JsonOpt = False) -> None:
     emit(as_json, listing.to_json(), "\n".join(lines))
 
 
-@app.command()
+@app.command(cls=Command)
 def warm(
     refs: Annotated[
         list[str] | None,
@@ -62,15 +81,15 @@ def warm(
     """Pull references into the cache (for cron): idempotent, one line per reference,
     exit status 1 if any failed. Overlapping runs wait for each other."""
     wanted = list(refs or [])
-    with errors():
+    with errors(as_json, url, token):
         if from_file is not None:
             for line in from_file.read_text().splitlines():
                 line = line.split("#", 1)[0].strip()
                 if line:
                     wanted.append(line)
         if not wanted:
-            typer.echo("error: no references given (arguments or --from FILE)", err=True)
-            raise typer.Exit(2)
+            error = ErrorCode.USAGE_INVALID.error("no references given (arguments or --from FILE)")
+            fail(error, as_json)
 
         def log(r: object) -> None:
             from wreg._results import WarmResult
@@ -94,7 +113,7 @@ def warm(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=Command)
 def prune(
     max_size: Annotated[
         str, typer.Option("--max-size", help="Target size, e.g. 500G, 1.5TiB, 0.", metavar="SIZE")
@@ -106,7 +125,7 @@ def prune(
 ) -> None:
     """Remove least recently used snapshots until the cache fits; never one in use or
     pinned."""
-    with errors():
+    with errors(as_json):
         r = client(None, None).cache_prune(max_size, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     lines = [f"{verb} {s}" for s in r.removed]
@@ -116,31 +135,31 @@ def prune(
     emit(as_json, r.to_json(), "\n".join(lines))
 
 
-@app.command()
+@app.command(cls=Command)
 def pin(
     ref: Annotated[str, typer.Argument(help="A cached NAME[@TAG|@DIGEST].", metavar="REF")],
     as_json: JsonOpt = False,
 ) -> None:
     """Keep a cached model from being pruned."""
-    with errors():
+    with errors(as_json):
         digest = client(None, None).cache_pin(ref)
     emit(as_json, {"reference": ref, "manifest": digest, "pinned": True}, f"pinned {ref} {digest}")
 
 
-@app.command()
+@app.command(cls=Command)
 def unpin(
     ref: Annotated[str, typer.Argument(help="A cached NAME[@TAG|@DIGEST].", metavar="REF")],
     as_json: JsonOpt = False,
 ) -> None:
     """Let a pinned model be pruned again."""
-    with errors():
+    with errors(as_json):
         digest = client(None, None).cache_unpin(ref)
     emit(
         as_json, {"reference": ref, "manifest": digest, "pinned": False}, f"unpinned {ref} {digest}"
     )
 
 
-@app.command()
+@app.command(cls=Command)
 def verify(
     repair: Annotated[
         bool, typer.Option("--repair", help="Pull the snapshots that lost a corrupt file again.")
@@ -150,13 +169,15 @@ def verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Re-hash every cached file; exit status 1 if anything is (still) wrong."""
-    with errors():
+    with errors(as_json, url, token):
         r = client(url, token).cache_verify(repair=repair)
-    lines = [f"corrupt {d}" for d in r.corrupt]
-    lines += [
-        f"  {f.repository}@{','.join(f.tags) or f.manifest}: {f.path} ({f.blob})"
-        for f in r.corrupt_files
-    ]
+    lines = []
+    for digest in r.corrupt:  # each corrupt blob, then every cached model file it is
+        files = [f for f in r.corrupt_files if f.blob == digest]
+        lines.append(f"corrupt {digest}" + ("" if files else " (no cached model uses it)"))
+        lines += [
+            f"  {f.repository}@{','.join(f.tags) or f.manifest}: {f.path} ({f.blob})" for f in files
+        ]
     lines += [f"repaired {s}" for s in r.repaired]
     lines += [f"incomplete {s}" for s in r.incomplete]
     lines.append(

@@ -7,22 +7,21 @@ from typing import Annotated, Any
 
 import typer
 
-from wreg.cli._common import JsonOpt, TokenOpt, UrlOpt, app, client, emit, errors, human_size
+from wreg.cli._common import (
+    Command,
+    JsonOpt,
+    TokenOpt,
+    UrlOpt,
+    app,
+    client,
+    emit,
+    errors,
+    human_size,
+    table,
+)
 
 MAX_LISTED = 200
 """Names listed per section of a ``diff`` table (``--json`` has them all)."""
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return [line(headers), *(line(r) for r in rows)]
 
 
 def _count(n: int) -> str:
@@ -58,7 +57,7 @@ def render_inspect(doc: dict[str, Any], tensors: bool) -> str:
         ]
         for f in doc["files"]
     ]
-    out += _table(["path", "format", "size", "tensors", "params"], rows, {2, 3, 4})
+    out += table(["path", "format", "size", "tensors", "params"], rows, {2, 3, 4})
     for f in doc["files"]:
         if f.get("error"):
             out.append(f"  {f['path']}: {f['error']}")
@@ -80,7 +79,7 @@ def render_inspect(doc: dict[str, Any], tensors: bool) -> str:
                 ]
                 for t in f["tensors"]
             ]
-            out += _table(["name", "dtype", "shape", "bytes", "params"], rows, {3, 4})
+            out += table(["name", "dtype", "shape", "bytes", "params"], rows, {3, 4})
     return "\n".join(out)
 
 
@@ -126,7 +125,7 @@ def render_diff(doc: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-@app.command("inspect")
+@app.command("inspect", cls=Command)
 def inspect(
     ref: Annotated[str, typer.Argument(help="NAME[@TAG|@blake3:<hex>].", metavar="REF")],
     tensors: Annotated[
@@ -137,14 +136,14 @@ def inspect(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a model's files, tensors and metadata; no tensor bytes are downloaded."""
-    with errors():
+    with errors(as_json, url, token):
         doc = client(url, token).inspect(ref)
     if as_json and not tensors:
         doc = {**doc, "files": [{**f, "tensors": []} for f in doc["files"]]}
     emit(as_json, doc, "" if as_json else render_inspect(doc, tensors))
 
 
-@app.command("diff")
+@app.command("diff", cls=Command)
 def diff(
     ref_a: Annotated[str, typer.Argument(help="The older version.", metavar="A")],
     ref_b: Annotated[str, typer.Argument(help="The newer version.", metavar="B")],
@@ -153,6 +152,6 @@ def diff(
     as_json: JsonOpt = False,
 ) -> None:
     """Compare two versions: files and tensors added, removed, changed; bytes shared."""
-    with errors():
+    with errors(as_json, url, token):
         doc = client(url, token).diff(ref_a, ref_b)
     emit(as_json, doc, "" if as_json else render_diff(doc))

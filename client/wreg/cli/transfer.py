@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from wreg.cli._common import (
+    Command,
     JsonOpt,
     TokenOpt,
     UrlOpt,
@@ -18,11 +19,12 @@ from wreg.cli._common import (
     errors,
     human_size,
     progress,
+    table,
 )
 from wreg.core.errors import ErrorCode
 
 
-@app.command()
+@app.command(cls=Command)
 def push(
     directory: Annotated[Path, typer.Argument(help="Model directory to upload.", metavar="DIR")],
     ref: Annotated[
@@ -38,7 +40,7 @@ def push(
     as_json: JsonOpt = False,
 ) -> None:
     """Upload a model directory; only chunks the registry lacks are sent."""
-    with errors(), progress(not as_json) as bars:
+    with errors(as_json, url, token), progress(not as_json) as bars:
         r = client(url, token).push(directory, ref, progress=bars, follow_symlinks=follow_symlinks)
     skips = "".join(f"skipped {p}: a symlink out of the directory\n" for p in r.skipped)
     emit(
@@ -50,7 +52,7 @@ def push(
     )
 
 
-@app.command("import-hf")
+@app.command("import-hf", cls=Command)
 def import_hf(
     path: Annotated[
         Path,
@@ -81,7 +83,7 @@ def import_hf(
     as_json: JsonOpt = False,
 ) -> None:
     """Push a Hugging Face snapshot already on disk, without downloading it again."""
-    with errors(), progress(not as_json) as bars:
+    with errors(as_json, url, token), progress(not as_json) as bars:
         r = client(url, token).import_hf(
             path, ref, repo_id=repo_id, revision=revision, progress=bars
         )
@@ -103,7 +105,7 @@ class Link(enum.StrEnum):
     symlink = "symlink"
 
 
-@app.command()
+@app.command(cls=Command)
 def pull(
     ref: Annotated[str, typer.Argument(help="NAME, NAME@TAG or NAME@blake3:<hex>.", metavar="REF")],
     output: Annotated[
@@ -146,6 +148,7 @@ def pull(
         Link,
         typer.Option(
             "--link",
+            metavar="MODE",
             help="How files get into DIR: hardlink (instant, shares the cached blob), copy "
             "or reflink (for a DIR you will write into), symlink (to the cached blob).",
         ),
@@ -183,7 +186,7 @@ def pull(
             ref, output, include, exclude, offline, force, tensors, shard, url, token, as_json
         )
         return
-    with errors(), progress(not as_json) as bars:
+    with errors(as_json, url, token), progress(not as_json) as bars:
         registry = client(url, token)
         registry.offline = registry.offline or offline
         r = registry.pull(
@@ -219,7 +222,7 @@ def _pull_tensors(
     token: str | None,
     as_json: bool,
 ) -> None:
-    with errors(), progress(not as_json) as bars:
+    with errors(as_json, url, token), progress(not as_json) as bars:
         if output is None:
             raise ErrorCode.SELECTION_INVALID.error(
                 "--tensors/--shard write new safetensors files: give -o DIR"
@@ -254,7 +257,7 @@ def _pull_tensors(
     )
 
 
-@app.command("ls")
+@app.command("ls", cls=Command)
 def list_(
     repository: Annotated[
         str | None, typer.Argument(help="List this repository's tags instead.", metavar="NAME")
@@ -264,19 +267,21 @@ def list_(
     as_json: JsonOpt = False,
 ) -> None:
     """List repositories, or the tags of one repository."""
-    with errors():
+    with errors(as_json, url, token):
         registry = client(url, token)
         if repository is None:
             repos = registry.repositories()
-            lines = [f"{r['name']:<40} {r['updated_at']}  {', '.join(r['tags'])}" for r in repos]
-            emit(as_json, {"repositories": repos}, "\n".join(lines) or "(no repositories)")
+            rows = [[r["name"], r["updated_at"], ", ".join(r["tags"])] for r in repos]
+            text = "\n".join(table(["repository", "updated", "tags"], rows, set()))
+            emit(as_json, {"repositories": repos}, text if repos else "(no repositories)")
         else:
             tags = registry.tags(repository)
-            lines = [f"{t['tag']:<24} {t['digest']}  {t['updated_at']}" for t in tags]
-            emit(as_json, {"name": repository, "tags": tags}, "\n".join(lines) or "(no tags)")
+            rows = [[t["tag"], t["digest"], t["updated_at"]] for t in tags]
+            text = "\n".join(table(["tag", "manifest", "updated"], rows, set()))
+            emit(as_json, {"name": repository, "tags": tags}, text if tags else "(no tags)")
 
 
-@app.command("rm")
+@app.command("rm", cls=Command)
 def remove(
     ref: Annotated[
         str,
@@ -289,6 +294,6 @@ def remove(
     as_json: JsonOpt = False,
 ) -> None:
     """Delete a tag, or a manifest and the tags pointing at it (chunks go at the next GC)."""
-    with errors():
+    with errors(as_json, url, token):
         done = client(url, token).delete(ref)
     emit(as_json, done, f"deleted {done['deleted']} {done['reference']}")

@@ -276,6 +276,27 @@ class ErrorCode(Enum):
         " repository's `blobs/`, a dangling link or an unfinished (`.incomplete`) download.",
         _K.INVALID,
     )
+    SETTING_INVALID = (
+        None,
+        "invalid setting",
+        "A `WREG_*` environment variable (or the registry URL) does not parse or is out of"
+        " range; the message names it and what it accepts. `wreg` exits with status 2.",
+        _K.INVALID,
+    )
+    USAGE_INVALID = (
+        None,
+        "invalid command line",
+        "`wreg` was given an unknown command or option, a bad option value, or no argument"
+        " where one is needed; it exits with status 2.",
+        _K.INVALID,
+    )
+    LOCAL_IO_FAILED = (
+        None,
+        "a local file operation failed",
+        "Reading or writing a local file or directory failed (permissions, a full disk);"
+        " the message has the system's reason and the path.",
+        _K.INVALID,
+    )
 
     def __init__(self, status: int | None, message: str, description: str, kind: ErrorKind) -> None:
         self.status = status

@@ -1,7 +1,8 @@
 """References: ``NAME``, ``NAME@TAG`` or ``NAME@blake3:<hex>``.
 
 Names are ``[namespace/]name`` with lowercase ``[a-z0-9._-]`` segments; a bare name
-means the tag ``latest``.
+means the tag ``latest``. ``:`` is never part of a name, so ``team/model:v1`` (the Docker
+spelling) is refused with a hint: ``did you mean 'team/model@v1'?``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from wreg.core.digest import PREFIX, is_digest
-from wreg.core.errors import ErrorCode
+from wreg.core.errors import ErrorCode, InvalidInput
 
 DEFAULT_TAG: Final = "latest"
 MAX_NAME_LENGTH: Final = 255
@@ -54,6 +55,8 @@ class Reference:
         name, sep, rest = text.partition("@")
         if sep and not rest:
             raise ErrorCode.REFERENCE_INVALID.error(f"invalid reference {text!r}: empty tag")
+        if not sep and ":" in name:
+            _suggest_at(text)
         validate_name(name)
         if not sep:
             return cls(name, tag=DEFAULT_TAG)
@@ -72,3 +75,18 @@ class Reference:
 
     def __str__(self) -> str:
         return f"{self.name}@{self.version}"
+
+
+def _suggest_at(text: str) -> None:
+    """Raise ``REFERENCE_INVALID`` with a hint when ``text`` (``:`` but no ``@``) is a
+    valid reference once its first ``:`` is an ``@``; return when it is not."""
+    name, _, version = text.partition(":")
+    try:
+        suggestion = Reference.parse(f"{name}@{version}")
+    except InvalidInput:
+        return
+    raise ErrorCode.REFERENCE_INVALID.error(
+        f"invalid reference {text!r}: did you mean {str(suggestion)!r}? "
+        "(a tag or digest follows '@', not ':')",
+        detail={"reference": text, "suggestion": str(suggestion)},
+    )
