@@ -267,7 +267,12 @@ def test_large_chunks_go_alone_where_batches_are_not_cheap(
     in_runs = large.keys() - set(proxy.gets)
     # Told by the first batch answer (or by the first run, if no small chunk came first).
     assert sum(large[d] for d in in_runs) <= 16 * MiB
-    assert proxy.counts["fetch"] <= 2
+    # After that first answer, batches carry only the small chunks (how many of those
+    # random data gives, and so how many batches, varies from run to run).
+    from wreg.core.chunking import plan_file
+
+    small = sum(1 for s in plan_file(tmp_path / "model" / "weights.bin") if s.length < MiB)
+    assert proxy.counts["fetch"] <= 1 + small
 
 
 def test_a_flipped_byte_in_a_run_is_an_integrity_error(

@@ -24,7 +24,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
 
@@ -34,6 +37,8 @@ from typer.core import TyperCommand
 from wreg.core.errors import ErrorCode, WregError
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from rich.progress import Progress as RichProgress
     from rich.progress import TaskID
     from typer._click import Context
@@ -45,6 +50,10 @@ EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 USAGE_CODES: Final = frozenset({ErrorCode.USAGE_INVALID, ErrorCode.SETTING_INVALID})
 """The codes of a wrong command line or configuration: exit status 2, not 1."""
+INTERRUPT_GRACE_S: Final = 3.0
+"""After Ctrl-C, the command exits 130 within this long whatever it is waiting on."""
+_interrupt_reported = threading.Event()
+_interrupted = threading.Event()
 MAX_TAGS_SHOWN: Final = 10
 """Existing tags an unknown-tag error lists (then ``and N more``)."""
 
@@ -156,7 +165,7 @@ def errors(
     except WregError as exc:
         fail(explain(exc, url, token), as_json)
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        _report_interrupt()
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except OSError as exc:
         message = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
@@ -167,6 +176,16 @@ def errors(
             raise
         message = f"internal error ({type(exc).__name__}: {exc}); set WREG_DEBUG=1 for a traceback"
         fail(ErrorCode.INTERNAL.error(message), as_json)
+    except BaseException as exc:  # asyncio's CancelledError, after Ctrl-C (_on_interrupt)
+        if not _interrupted.is_set() or not _is_cancellation(exc):
+            raise
+        _report_interrupt()
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and isinstance(exc, asyncio.CancelledError)
 
 
 def explain(error: WregError, url: str | None, token: str | None) -> WregError:
@@ -198,16 +217,62 @@ def explain(error: WregError, url: str | None, token: str | None) -> WregError:
     return error
 
 
+def _report_interrupt() -> None:
+    if not _interrupt_reported.is_set():
+        _interrupt_reported.set()
+        typer.echo("interrupted", err=True)
+
+
+def _on_interrupt(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C: ``KeyboardInterrupt`` as usual (``errors`` reports it; a pull keeps its
+    progress records for the next run), and a watchdog that ends the process with status
+    130 ``INTERRUPT_GRACE_S`` later if it is still running: a cancellation lost in a
+    library's shielded clean-up must not leave the command waiting out a network timeout."""
+
+    def force_exit() -> None:
+        time.sleep(INTERRUPT_GRACE_S)
+        if not _interrupt_reported.is_set():
+            os.write(2, b"interrupted\n")
+        os._exit(EXIT_INTERRUPTED)
+
+    threading.Thread(target=force_exit, name="wreg-interrupt", daemon=True).start()
+    _interrupted.set()
+    asyncio = sys.modules.get("asyncio")  # not imported: no event loop runs
+    loop = asyncio._get_running_loop() if asyncio is not None else None
+    if asyncio is None or loop is None:
+        signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
+        return
+    # Inside asyncio.run, as its own handler would: cancel, and let the CancelledError
+    # leave asyncio.run (``errors`` reports it as the interrupt).
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
+    loop.call_soon_threadsafe(lambda: None)
+
+
 def run(args: Sequence[str] | None = None) -> int:
     """``wreg ARGS``: the command's exit status. A wrong command line is reported as click
     does (usage, then ``Error: ...``, status 2) and, with ``--json`` among the arguments,
-    as the envelope of a ``USAGE_INVALID`` error on stdout."""
+    as the envelope of a ``USAGE_INVALID`` error on stdout. Ctrl-C ends it with 130
+    (``_on_interrupt``)."""
     argv = list(sys.argv[1:] if args is None else args)
     command = typer.main.get_command(app)
+    ours = threading.current_thread() is threading.main_thread() and (
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+    if ours:
+        signal.signal(signal.SIGINT, _on_interrupt)
+    try:
+        return _run(command, argv)
+    finally:
+        if ours:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _run(command: Any, argv: list[str]) -> int:
     try:
         status = command.main(argv, prog_name="wreg", standalone_mode=False)
     except typer.Abort:
-        typer.echo("interrupted", err=True)
+        _report_interrupt()
         return EXIT_INTERRUPTED
     except typer.TyperException as exc:  # click's UsageError and its kin
         show = getattr(exc, "show", None)
