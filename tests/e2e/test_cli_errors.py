@@ -11,6 +11,7 @@ import json
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.commands import run, spawn_wreg, wreg
+from tests.e2e.commands import BIN, run, wreg
 from wreg import Client
 from wreg.core.errors import ErrorCode
 from wreg.testing.procs import free_port
@@ -212,7 +213,21 @@ def test_an_interrupt_is_130_in_one_line(env: dict[str, str]) -> None:
         listener.listen(4)
         listener.settimeout(60)
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        proc = spawn_wreg("ls", "--url", url, env=env | {"WREG_TIMEOUT": "120"})
+        # Through a shim that gives SIGINT its default action before exec'ing wreg: a
+        # run started in the background (`make test &`, nohup, some CI runners) ignores
+        # SIGINT, an ignored signal stays ignored across exec, and Python then installs no
+        # KeyboardInterrupt handler (as it should: the shell asked for the signal to be
+        # ignored). A terminal's Ctrl-C reaches a process with the default action.
+        shim = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); " + (
+            "os.execv(sys.argv[1], sys.argv[1:])"
+        )
+        proc = subprocess.Popen(  # noqa: S603 - this venv's wreg, arguments from the test
+            [sys.executable, "-c", shim, str(BIN / "wreg"), "ls", "--url", url],
+            env=env | {"WREG_TIMEOUT": "120"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             connection, _ = listener.accept()  # wreg is now waiting for an answer
             with connection:
